@@ -1,0 +1,26 @@
+"""Shared test configuration.
+
+Strict rank promotion catches accidental broadcasting. 64-bit mode stays off globally:
+tests that need float64 use the ``x64`` fixture (``jax.enable_x64`` as a context).
+"""
+
+import jax
+import pytest
+from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+settings.register_profile(
+    "jaxfc",
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.load_profile("jaxfc")
+
+
+@pytest.fixture
+def x64():
+    """Run the test body in JAX 64-bit mode at the highest matmul precision."""
+    with jax.enable_x64(True), jax.default_matmul_precision("highest"):
+        yield
