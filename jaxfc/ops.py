@@ -43,7 +43,7 @@ def relu(x: Array) -> Array:
 relu.defvjp(layers.relu_forward, lambda cache, dout: (layers.relu_backward(dout, cache),))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _batchnorm_op(train: bool, momentum: float, eps: float, alt: bool):
     def forward(x, gamma, beta, state):
         out, new_state, cache = layers.batchnorm_forward(
@@ -81,7 +81,7 @@ def batchnorm(
     )
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layernorm_op(eps: float):
     def forward(x, gamma, beta):
         return layers.layernorm_forward(x, gamma, beta, eps=eps)
