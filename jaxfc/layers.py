@@ -76,9 +76,10 @@ def affine_backward(dout: Array, cache: AffineCache) -> tuple[Array, Array, Arra
 
 
 def relu_forward(x: Array) -> tuple[Array, Array]:
-    """``out = max(x, 0)``; the cache is x."""
+    """``out = max(x, 0)``; the cache is x. Written as ``where(x > 0, x, 0)`` so that
+    ``jax.grad`` of the forward also gives 0 at exactly 0 (``jnp.maximum`` would give 0.5)."""
     check_floating("x", x)
-    return jnp.maximum(x, 0), x
+    return jnp.where(x > 0, x, jnp.zeros_like(x)), x
 
 
 def relu_backward(dout: Array, cache: Array) -> Array:

@@ -1,0 +1,391 @@
+"""Fully-connected classifiers: immutable, hashable configuration plus pure functions.
+
+A model never holds arrays. ``init(key) -> (params, state)`` makes them; ``apply`` computes
+class scores; ``loss`` returns ``(loss, grads, new_state)`` with the gradients computed either
+by the hand-written backward passes (``gradients='manual'``) or by ``jax.grad`` of the forward
+loss (``gradients='autodiff'``). Because the configuration is hashable, a model can be a
+static argument of ``jax.jit``.
+
+Parameters are named as in cs231n: ``W1, b1, ..., WL, bL`` and ``gamma1, beta1, ...`` for the
+normalized hidden layers. The state maps ``'bn1', 'bn2', ...`` to :class:`BatchNormState`
+(empty without batch norm).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfc import layers
+from jaxfc._checks import check_labels, check_ndim
+from jaxfc.losses import LOSSES, get_loss
+
+Array = jax.Array
+Params = dict[str, Array]
+State = dict[str, layers.BatchNormState]
+
+GRADIENT_MODES = ("manual", "autodiff")
+INIT_SCHEMES = ("he", "xavier")
+
+
+def _canonical_dtype(dtype) -> np.dtype:
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise ValueError(f"dtype must be a floating-point type, got {dtype}")
+    return dtype
+
+
+def require_dtype_available(dtype) -> None:
+    """float64 needs JAX's 64-bit mode; without it JAX would silently compute in float32."""
+    if jax.dtypes.canonicalize_dtype(dtype) != np.dtype(dtype):
+        raise ValueError(
+            f"dtype={np.dtype(dtype).name} needs JAX's 64-bit mode, which is off: wrap the "
+            "code in `with jax.enable_x64(True):` or set JAX_ENABLE_X64=1"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FullyConnectedNet:
+    """``{affine - [norm] - relu - [dropout]} x (L - 1) - affine - softmax``.
+
+    Args:
+      hidden_dims: sizes of the L - 1 hidden layers (positive integers, at least one).
+      input_dim: number of input features D (inputs of shape (N, d1, ..., dk) flatten to D).
+      num_classes: number of classes C.
+      dropout: DROP probability in [0, 1) after each hidden relu; 0 disables dropout.
+      use_batchnorm: cs231n's flag, the same as ``normalization='batchnorm'``.
+      reg: L2 strength: the loss adds ``0.5 * reg * sum(W**2)`` over every weight matrix
+        (the last one too), never biases, gammas or betas.
+      weight_scale: standard deviation of the N(0, scale^2) weights, or an initialization
+        scheme: ``'he'`` (std sqrt(2 / fan_in)) or ``'xavier'`` (std sqrt(1 / fan_in)).
+      dtype: float32 by default; float64 needs JAX's 64-bit mode (a clear error otherwise).
+      normalization: None, ``'batchnorm'`` or ``'layernorm'``.
+      loss_type: ``'softmax'`` (cross-entropy) or ``'svm'`` (multiclass hinge).
+      bn_momentum, eps: batch-norm running-average momentum and normalization epsilon.
+    """
+
+    hidden_dims: tuple[int, ...]
+    input_dim: int = 3 * 32 * 32
+    num_classes: int = 10
+    dropout: float = 0.0
+    use_batchnorm: bool = False
+    reg: float = 0.0
+    weight_scale: float | str = 1e-2
+    dtype: Any = np.float32
+    normalization: str | None = None
+    loss_type: str = "softmax"
+    bn_momentum: float = 0.9
+    eps: float = 1e-5
+
+    def __post_init__(self):
+        set_ = lambda name, value: object.__setattr__(self, name, value)
+        hidden = self.hidden_dims
+        if isinstance(hidden, int | np.integer):
+            hidden = (hidden,)
+        hidden = tuple(hidden)
+        if not hidden or not all(
+            isinstance(h, int | np.integer) and not isinstance(h, bool) and h > 0 for h in hidden
+        ):
+            raise ValueError(
+                f"hidden_dims must be a non-empty sequence of positive integers, got "
+                f"{self.hidden_dims!r}"
+            )
+        set_("hidden_dims", tuple(int(h) for h in hidden))
+        for name in ("input_dim", "num_classes"):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            set_(name, int(value))
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {self.num_classes}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(
+                f"dropout is the drop probability and must lie in [0, 1), got {self.dropout}"
+            )
+        set_("dropout", float(self.dropout))
+        normalization = self.normalization
+        if self.use_batchnorm:
+            if normalization not in (None, "batchnorm"):
+                raise ValueError(
+                    f"use_batchnorm=True contradicts normalization={normalization!r}"
+                )
+            normalization = "batchnorm"
+        if normalization not in layers.NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {layers.NORMALIZATIONS}, got {normalization!r}"
+            )
+        set_("normalization", normalization)
+        set_("use_batchnorm", normalization == "batchnorm")
+        if isinstance(self.weight_scale, str):
+            if self.weight_scale not in INIT_SCHEMES:
+                raise ValueError(
+                    f"weight_scale must be a positive number or one of {INIT_SCHEMES}, "
+                    f"got {self.weight_scale!r}"
+                )
+        elif not float(self.weight_scale) > 0:
+            raise ValueError(f"weight_scale must be positive, got {self.weight_scale}")
+        if float(self.reg) < 0:
+            raise ValueError(f"reg must be non-negative, got {self.reg}")
+        set_("reg", float(self.reg))
+        if self.loss_type not in LOSSES:
+            raise ValueError(f"loss_type must be one of {LOSSES}, got {self.loss_type!r}")
+        set_("dtype", _canonical_dtype(self.dtype))
+
+    # ------------------------------------------------------------------ structure
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.hidden_dims) + 1
+
+    @property
+    def layer_dims(self) -> tuple[int, ...]:
+        return (self.input_dim, *self.hidden_dims, self.num_classes)
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {}
+        dims = self.layer_dims
+        for i in range(1, self.num_layers + 1):
+            shapes[f"W{i}"] = (dims[i - 1], dims[i])
+            shapes[f"b{i}"] = (dims[i],)
+            if self.normalization and i < self.num_layers:
+                shapes[f"gamma{i}"] = (dims[i],)
+                shapes[f"beta{i}"] = (dims[i],)
+        return shapes
+
+    def _weight_std(self, fan_in: int) -> float:
+        if self.weight_scale == "he":
+            return math.sqrt(2.0 / fan_in)
+        if self.weight_scale == "xavier":
+            return math.sqrt(1.0 / fan_in)
+        return float(self.weight_scale)
+
+    def init(self, key: Array) -> tuple[Params, State]:
+        """Weights from N(0, std^2), biases 0, gamma 1, beta 0; running statistics 0."""
+        require_dtype_available(self.dtype)
+        params: Params = {}
+        keys = jax.random.split(key, self.num_layers)
+        for name, shape in self.param_shapes().items():
+            if name.startswith("W"):
+                i = int(name[1:])
+                std = self._weight_std(shape[0])
+                params[name] = std * jax.random.normal(keys[i - 1], shape, self.dtype)
+            elif name.startswith("gamma"):
+                params[name] = jnp.ones(shape, self.dtype)
+            else:
+                params[name] = jnp.zeros(shape, self.dtype)
+        state: State = {}
+        if self.normalization == "batchnorm":
+            for i, dim in enumerate(self.hidden_dims, start=1):
+                state[f"bn{i}"] = layers.BatchNormState.zeros(dim, self.dtype)
+        return params, state
+
+    # ------------------------------------------------------------------ checks
+
+    def _prepare_inputs(self, X, y=None):
+        require_dtype_available(self.dtype)
+        if jnp.ndim(X) < 1:
+            raise ValueError(f"X must have a leading batch axis, got shape {jnp.shape(X)}")
+        features = int(np.prod(jnp.shape(X)[1:], dtype=np.int64))
+        if features != self.input_dim:
+            raise ValueError(
+                f"X of shape {tuple(jnp.shape(X))} has {features} features per sample, but "
+                f"the model expects input_dim={self.input_dim}"
+            )
+        X = jnp.asarray(X, self.dtype)
+        if y is not None:
+            check_ndim("y", y, 1)
+            check_labels(y, X.shape[0], self.num_classes)
+        return X
+
+    def _check_params(self, params: Params) -> None:
+        expected = self.param_shapes()
+        if set(params) != set(expected):
+            missing = sorted(set(expected) - set(params))
+            extra = sorted(set(params) - set(expected))
+            raise ValueError(
+                f"params do not match the model: missing {missing}, unexpected {extra}"
+            )
+        for name, shape in expected.items():
+            if tuple(jnp.shape(params[name])) != shape:
+                raise ValueError(
+                    f"params[{name!r}] has shape {tuple(jnp.shape(params[name]))}, "
+                    f"expected {shape}"
+                )
+
+    # ------------------------------------------------------------------ forward
+
+    def _uses_dropout(self, dropout) -> bool:
+        return dropout is not None or self.dropout > 0
+
+    def _forward(self, params, state, X, *, train, key, dropout):
+        """Scores, new state and the per-layer caches."""
+        p = self.dropout if dropout is None else dropout
+        use_dropout = self._uses_dropout(dropout)
+        if train and use_dropout and key is None:
+            raise ValueError(
+                "training with dropout needs a PRNG key: pass key=jax.random.key(...)"
+            )
+        new_state = dict(state)
+        caches = []
+        h = X
+        for i in range(1, self.num_layers):
+            norm = self.normalization
+            h, bn_state, cache = layers.affine_norm_relu_dropout_forward(
+                h,
+                params[f"W{i}"],
+                params[f"b{i}"],
+                params.get(f"gamma{i}"),
+                params.get(f"beta{i}"),
+                state.get(f"bn{i}"),
+                normalization=norm,
+                train=train,
+                dropout=p if use_dropout else 0.0,
+                key=jax.random.fold_in(key, i) if (train and use_dropout) else None,
+                momentum=self.bn_momentum,
+                eps=self.eps,
+            )
+            if norm == "batchnorm":
+                new_state[f"bn{i}"] = bn_state
+            caches.append(cache)
+        L = self.num_layers
+        scores, cache = layers.affine_forward(h, params[f"W{L}"], params[f"b{L}"])
+        caches.append(cache)
+        return scores, new_state, caches
+
+    def apply(
+        self,
+        params: Params,
+        state: State,
+        X: Array,
+        *,
+        train: bool = False,
+        key: Array | None = None,
+        dropout=None,
+    ) -> tuple[Array, State]:
+        """Class scores (N, C) and the new state (unchanged in evaluation)."""
+        self._check_params(params)
+        X = self._prepare_inputs(X)
+        scores, new_state, _ = self._forward(
+            params, state, X, train=train, key=key, dropout=dropout
+        )
+        return scores, new_state
+
+    def predict(self, params: Params, state: State, X: Array) -> Array:
+        """Predicted labels in evaluation mode."""
+        return jnp.argmax(self.apply(params, state, X, train=False)[0], axis=1)
+
+    # ------------------------------------------------------------------ loss
+
+    def _l2_penalty(self, params: Params, reg) -> Array:
+        return 0.5 * reg * sum(
+            jnp.sum(params[f"W{i}"] ** 2) for i in range(1, self.num_layers + 1)
+        )
+
+    def loss_value(
+        self, params, state, X, y, *, train=True, key=None, reg=None, dropout=None
+    ) -> tuple[Array, State]:
+        """The forward loss ``data_loss + 0.5 * reg * sum(W**2)`` and the new state; this is
+        what ``gradients='autodiff'`` differentiates."""
+        self._check_params(params)
+        X = self._prepare_inputs(X, y)
+        reg = self.reg if reg is None else reg
+        scores, new_state, _ = self._forward(
+            params, state, X, train=train, key=key, dropout=dropout
+        )
+        data_loss, _ = get_loss(self.loss_type)(scores, y)
+        return data_loss + self._l2_penalty(params, reg), new_state
+
+    def loss(
+        self,
+        params: Params,
+        state: State,
+        X: Array,
+        y: Array,
+        *,
+        train: bool = True,
+        key: Array | None = None,
+        gradients: str = "manual",
+        reg=None,
+        dropout=None,
+    ) -> tuple[Array, Params, State]:
+        """``(loss, grads, new_state)``; grads have the structure of params.
+
+        ``gradients='manual'`` runs the hand-written backward passes through the layer caches;
+        ``'autodiff'`` uses ``jax.grad`` of :meth:`loss_value`. ``reg`` and ``dropout``
+        override the configured values and may be traced arrays (for sweeps).
+        """
+        if gradients == "autodiff":
+            (loss, new_state), grads = jax.value_and_grad(self.loss_value, has_aux=True)(
+                params, state, X, y, train=train, key=key, reg=reg, dropout=dropout
+            )
+            return loss, grads, new_state
+        if gradients != "manual":
+            raise ValueError(f"gradients must be one of {GRADIENT_MODES}, got {gradients!r}")
+        self._check_params(params)
+        X = self._prepare_inputs(X, y)
+        reg = self.reg if reg is None else reg
+        scores, new_state, caches = self._forward(
+            params, state, X, train=train, key=key, dropout=dropout
+        )
+        data_loss, dscores = get_loss(self.loss_type)(scores, y)
+        loss = data_loss + self._l2_penalty(params, reg)
+
+        grads: Params = {}
+        L = self.num_layers
+        dh, dw, db = layers.affine_backward(dscores, caches[-1])
+        grads[f"W{L}"], grads[f"b{L}"] = dw + reg * params[f"W{L}"], db
+        for i in range(L - 1, 0, -1):
+            dh, dw, db, dgamma, dbeta = layers.affine_norm_relu_dropout_backward(
+                dh, caches[i - 1]
+            )
+            grads[f"W{i}"], grads[f"b{i}"] = dw + reg * params[f"W{i}"], db
+            if self.normalization:
+                grads[f"gamma{i}"], grads[f"beta{i}"] = dgamma, dbeta
+        return loss, {name: grads[name] for name in params}, new_state
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoLayerNet:
+    """cs231n's ``affine - relu - affine - softmax`` with its defaults (weight_scale 1e-3).
+
+    The same functions as :class:`FullyConnectedNet` (``init``, ``apply``, ``predict``,
+    ``loss_value``, ``loss``), parameters ``W1, b1, W2, b2``.
+    """
+
+    input_dim: int = 3 * 32 * 32
+    hidden_dim: int = 100
+    num_classes: int = 10
+    weight_scale: float | str = 1e-3
+    reg: float = 0.0
+    dtype: Any = np.float32
+    loss_type: str = "softmax"
+
+    def __post_init__(self):
+        object.__setattr__(self, "dtype", _canonical_dtype(self.dtype))
+        self.network  # validates the configuration  # noqa: B018
+
+    @property
+    def network(self) -> FullyConnectedNet:
+        return FullyConnectedNet(
+            hidden_dims=(self.hidden_dim,),
+            input_dim=self.input_dim,
+            num_classes=self.num_classes,
+            reg=self.reg,
+            weight_scale=self.weight_scale,
+            dtype=self.dtype,
+            loss_type=self.loss_type,
+        )
+
+    def __getattr__(self, name):
+        # Delegate the model functions (init, apply, loss, ...) to the equivalent network.
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return getattr(self.network, name)
+
+
+Model = FullyConnectedNet | TwoLayerNet
