@@ -1,0 +1,352 @@
+"""The Solver: cs231n's training loop on compiled pure steps.
+
+Each epoch is one compiled program (:func:`jaxfc.training.make_train_epoch`): the data lives
+on the device, minibatches are drawn with a key inside the program, and there is no host
+work between steps. The host wakes once per epoch to record the losses, check accuracy
+(also compiled), keep the best parameters, write a checkpoint and print progress.
+
+Example::
+
+    model = FullyConnectedNet([100, 100], input_dim=64, num_classes=10)
+    solver = Solver(model, data, update_rule="adam", optim_config={"learning_rate": 1e-3},
+                    num_epochs=20, batch_size=100)
+    solver.train()
+    solver.best_val_acc, solver.params  # params are the best ones after training
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfc import checkpoint as ckpt
+from jaxfc.models import GRADIENT_MODES
+from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
+from jaxfc.training import TrainState, make_accuracy, make_train_epoch
+
+DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss; the solver keeps its last good state."""
+
+
+def check_data(data: dict, input_dim: int | None = None, num_classes: int | None = None):
+    """Validate a data dict; returns it. Errors name the key and what was wrong."""
+    missing = [k for k in DATA_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"data is missing {missing}; a data dict needs {list(DATA_KEYS)}")
+    for split in ("train", "val", "test"):
+        xk, yk = f"X_{split}", f"y_{split}"
+        if xk not in data:
+            continue
+        X, y = np.asarray(data[xk]), np.asarray(data[yk])
+        if X.ndim < 2 or X.shape[0] == 0:
+            raise ValueError(f"data[{xk!r}] must have shape (N, ...) with N > 0, got {X.shape}")
+        if y.shape != (X.shape[0],):
+            raise ValueError(
+                f"data[{yk!r}] must have shape ({X.shape[0]},) to match data[{xk!r}] of shape "
+                f"{X.shape}, got {y.shape}"
+            )
+        if not np.issubdtype(y.dtype, np.integer):
+            raise TypeError(f"data[{yk!r}] must hold integer labels, got dtype {y.dtype}")
+        if input_dim is not None and math.prod(X.shape[1:]) != input_dim:
+            raise ValueError(
+                f"data[{xk!r}] has {math.prod(X.shape[1:])} features per sample "
+                f"(shape {X.shape}), but the model expects input_dim={input_dim}"
+            )
+        if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(
+                f"data[{yk!r}] holds labels in [{y.min()}, {y.max()}], outside the model's "
+                f"{num_classes} classes"
+            )
+    return data
+
+
+class Solver:
+    """Trains a jaxfc model on ``data = {X_train, y_train, X_val, y_val[, X_test, y_test]}``.
+
+    Options (cs231n's names and defaults):
+      update_rule: an optimizer name from :mod:`jaxfc.optim` ('sgd', 'sgd_momentum',
+        'nesterov_momentum', 'rmsprop', 'adagrad', 'adam', 'adamw').
+      optim_config: its hyperparameters, e.g. ``{'learning_rate': 1e-3}``.
+      lr_decay: the learning rate is multiplied by this after every epoch.
+      batch_size, num_epochs: minibatch size; epochs of ``max(N // batch_size, 1)`` steps.
+      num_train_samples: training samples used to measure training accuracy (None: all).
+      num_val_samples: validation samples used to measure validation accuracy (None: all).
+      print_every: with verbose, print every ``print_every``-th iteration's loss (0: none).
+      verbose: print progress (one line per epoch).
+      checkpoint_name: if set, write ``{checkpoint_name}_epoch_{e}.npz`` after every epoch.
+    jaxfc's own:
+      seed or key: the PRNG key for minibatches and dropout (``key`` wins).
+      gradients: 'manual' (hand-written backward passes) or 'autodiff' (``jax.grad``).
+      lr_schedule: a callable ``epoch -> learning rate`` replacing lr_decay.
+      max_grad_norm: clip gradients by this global norm.
+      checkpoint_path: one file rewritten (atomically) after every epoch.
+      params, model_state: start from these instead of ``model.init``.
+
+    After ``train()``: ``loss_history`` (one entry per iteration), ``train_acc_history`` and
+    ``val_acc_history`` (one per epoch, plus the start), ``best_val_acc``, ``best_params``;
+    ``params`` and ``model_state`` hold the best ones.
+    """
+
+    def __init__(self, model, data: dict, **kwargs):
+        self.model = model
+        self.update_rule = kwargs.pop("update_rule", "sgd")
+        self.optim_config = dict(kwargs.pop("optim_config", {}) or {})
+        self.lr_decay = float(kwargs.pop("lr_decay", 1.0))
+        self.batch_size = int(kwargs.pop("batch_size", 100))
+        self.num_epochs = int(kwargs.pop("num_epochs", 10))
+        self.num_train_samples = kwargs.pop("num_train_samples", 1000)
+        self.num_val_samples = kwargs.pop("num_val_samples", None)
+        self.print_every = int(kwargs.pop("print_every", 10))
+        self.verbose = bool(kwargs.pop("verbose", True))
+        self.checkpoint_name = kwargs.pop("checkpoint_name", None)
+        self.checkpoint_path = kwargs.pop("checkpoint_path", None)
+        self.gradients = kwargs.pop("gradients", "manual")
+        self.lr_schedule = kwargs.pop("lr_schedule", None)
+        self.max_grad_norm = kwargs.pop("max_grad_norm", None)
+        seed = kwargs.pop("seed", 0)
+        key = kwargs.pop("key", None)
+        params = kwargs.pop("params", None)
+        model_state = kwargs.pop("model_state", None)
+        if kwargs:
+            raise ValueError(f"unrecognized Solver arguments: {sorted(kwargs)}")
+        if self.gradients not in GRADIENT_MODES:
+            raise ValueError(f"gradients must be one of {GRADIENT_MODES}, got {self.gradients!r}")
+        if self.batch_size <= 0 or self.num_epochs < 0:
+            raise ValueError(
+                f"batch_size must be positive and num_epochs non-negative, got "
+                f"batch_size={self.batch_size}, num_epochs={self.num_epochs}"
+            )
+
+        check_data(data, getattr(model, "input_dim", None), getattr(model, "num_classes", None))
+        dtype = model.dtype
+        self.X_train = jnp.asarray(data["X_train"], dtype)
+        self.y_train = jnp.asarray(data["y_train"], jnp.int32)
+        self.X_val = jnp.asarray(data["X_val"], dtype)
+        self.y_val = jnp.asarray(data["y_val"], jnp.int32)
+
+        self.optimizer = get_optimizer(self.update_rule, **self.optim_config)
+        if self.max_grad_norm is not None:
+            self.optimizer = clip_by_global_norm(self.optimizer, float(self.max_grad_norm))
+        init_key, self.key = jax.random.split(key if key is not None else jax.random.key(seed))
+        if params is None:
+            params, init_state = model.init(init_key)
+            model_state = init_state if model_state is None else model_state
+        elif model_state is None:
+            model_state = model.init(jax.random.key(0))[1]
+        opt_state = self.optimizer.init(params)
+        self.base_learning_rate = float(opt_state.hyperparams["learning_rate"])
+        self.train_state = TrainState(params, model_state, opt_state)
+
+        num_train = self.X_train.shape[0]
+        self.steps_per_epoch = max(num_train // self.batch_size, 1)
+        self._epoch_fn = jax.jit(
+            make_train_epoch(
+                model,
+                self.optimizer,
+                batch_size=self.batch_size,
+                steps_per_epoch=self.steps_per_epoch,
+                gradients=self.gradients,
+            )
+        )
+        self._accuracy_fn = jax.jit(make_accuracy(model))
+        self._reset()
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _reset(self):
+        self.epoch = 0
+        self.best_val_acc = 0.0
+        self.best_epoch = 0
+        self.best_params = self.train_state.params
+        self.best_model_state = self.train_state.model_state
+        self.loss_history: list[float] = []
+        self.train_acc_history: list[float] = []
+        self.val_acc_history: list[float] = []
+        self.lr_history: list[float] = []
+        self.epoch_time_history: list[float] = []
+
+    @property
+    def params(self):
+        return self.train_state.params
+
+    @property
+    def model_state(self):
+        return self.train_state.model_state
+
+    @property
+    def opt_state(self):
+        return self.train_state.opt_state
+
+    def learning_rate_at(self, epoch: int) -> float:
+        if self.lr_schedule is not None:
+            return float(self.lr_schedule(epoch))
+        return self.base_learning_rate * self.lr_decay**epoch
+
+    # ------------------------------------------------------------------ accuracy
+
+    def check_accuracy(self, X, y, num_samples=None, batch_size=1000, *, key=None,
+                       params=None, model_state=None) -> float:
+        """Accuracy in evaluation mode on (a random subsample of ``num_samples`` of) X, y."""
+        params = self.params if params is None else params
+        model_state = self.model_state if model_state is None else model_state
+        X = jnp.asarray(X, self.model.dtype)
+        y = jnp.asarray(y, jnp.int32)
+        n = X.shape[0]
+        if num_samples is not None and num_samples < n:
+            key = jax.random.key(0) if key is None else key
+            idx = jax.random.permutation(key, n)[:num_samples]
+            X, y = X[idx], y[idx]
+        fn = self._accuracy_fn if batch_size == 1000 else jax.jit(
+            make_accuracy(self.model, batch_size=batch_size)
+        )
+        return float(fn(params, model_state, X, y))
+
+    def _record_accuracy(self, epoch: int) -> tuple[float, float]:
+        k = jax.random.fold_in(self.key, 2 * epoch + 1)
+        k_train, k_val = jax.random.split(k)
+        train_acc = self.check_accuracy(
+            self.X_train, self.y_train, self.num_train_samples, key=k_train
+        )
+        val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples, key=k_val)
+        self.train_acc_history.append(train_acc)
+        self.val_acc_history.append(val_acc)
+        if val_acc > self.best_val_acc or not self.val_acc_history[:-1]:
+            self.best_val_acc = val_acc
+            self.best_epoch = epoch
+            self.best_params = self.params
+            self.best_model_state = self.model_state
+        return train_acc, val_acc
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, num_epochs: int | None = None) -> Solver:
+        """Train until ``num_epochs`` (default: the configured number) epochs are done.
+
+        Calling again after loading a checkpoint resumes where it stopped. Raises
+        :class:`NonFiniteLossError` naming the epoch and step when a loss is NaN or
+        infinite; the solver then keeps the parameters, histories and checkpoint of the last
+        complete epoch.
+        """
+        num_epochs = self.num_epochs if num_epochs is None else num_epochs
+        if self.epoch == 0 and not self.val_acc_history:
+            train_acc, val_acc = self._record_accuracy(0)
+            self._log(f"(Epoch 0 / {num_epochs}) train acc: {train_acc:.4f}; "
+                      f"val_acc: {val_acc:.4f}")
+        while self.epoch < num_epochs:
+            self._train_one_epoch(num_epochs)
+        # End holding the best parameters, as cs231n's Solver does.
+        self.train_state = self.train_state._replace(
+            params=self.best_params, model_state=self.best_model_state
+        )
+        return self
+
+    def _train_one_epoch(self, num_epochs: int) -> None:
+        epoch = self.epoch
+        start = time.perf_counter()
+        lr = self.learning_rate_at(epoch)
+        opt_state = set_hyperparams(self.train_state.opt_state, learning_rate=lr)
+        ts = self.train_state._replace(opt_state=opt_state)
+        epoch_key = jax.random.fold_in(self.key, 2 * epoch)
+        new_ts, losses = self._epoch_fn(ts, self.X_train, self.y_train, epoch_key, {})
+        losses = np.asarray(losses)
+        if not np.all(np.isfinite(losses)):
+            step = int(np.argmin(np.isfinite(losses)))
+            raise NonFiniteLossError(
+                f"loss became {losses[step]} at epoch {epoch + 1}, step {step + 1} of "
+                f"{self.steps_per_epoch} (iteration {epoch * self.steps_per_epoch + step + 1}); "
+                f"the solver keeps the state after epoch {epoch}. Try a smaller learning rate "
+                f"(now {lr:g}) or weight scale."
+            )
+        self.train_state = new_ts
+        self.epoch = epoch + 1
+        first_iteration = len(self.loss_history)
+        self.loss_history.extend(float(v) for v in losses)
+        self.lr_history.append(lr)
+        train_acc, val_acc = self._record_accuracy(self.epoch)
+        self.epoch_time_history.append(time.perf_counter() - start)
+        if self.verbose and self.print_every > 0:
+            total = num_epochs * self.steps_per_epoch
+            for i, loss in enumerate(losses, start=first_iteration):
+                if i % self.print_every == 0:
+                    print(f"(Iteration {i + 1} / {total}) loss: {loss:f}")
+        self._log(
+            f"(Epoch {self.epoch} / {num_epochs}) train acc: {train_acc:.4f}; "
+            f"val_acc: {val_acc:.4f}; loss {float(np.mean(losses)):.4f}; lr {lr:.3g}; "
+            f"{self.epoch_time_history[-1]:.2f}s"
+        )
+        if self.checkpoint_name:
+            self.save_checkpoint(f"{self.checkpoint_name}_epoch_{self.epoch}.npz")
+        if self.checkpoint_path:
+            self.save_checkpoint(self.checkpoint_path)
+
+    def _log(self, message: str) -> None:
+        if self.verbose:
+            print(message, flush=True)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint_tree(self) -> dict:
+        return {
+            "train_state": self.train_state,
+            "best_params": self.best_params,
+            "best_model_state": self.best_model_state,
+            "key": self.key,
+        }
+
+    def history(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "best_epoch": self.best_epoch,
+            "best_val_acc": self.best_val_acc,
+            "loss_history": self.loss_history,
+            "train_acc_history": self.train_acc_history,
+            "val_acc_history": self.val_acc_history,
+            "lr_history": self.lr_history,
+            "epoch_time_history": self.epoch_time_history,
+        }
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "update_rule": self.update_rule,
+            "optim_config": self.optim_config,
+            "lr_decay": self.lr_decay,
+            "batch_size": self.batch_size,
+            "num_epochs": self.num_epochs,
+            "gradients": self.gradients,
+            "max_grad_norm": self.max_grad_norm,
+        }
+
+    def save_checkpoint(self, path: str | os.PathLike) -> None:
+        """Write params, model and optimizer state, best params, key and histories
+        (atomically: a crash never leaves a half-written file)."""
+        ckpt.save_checkpoint(
+            path,
+            self._checkpoint_tree(),
+            metadata={"history": self.history(), "solver": self.config()},
+        )
+
+    def load_checkpoint(self, path: str | os.PathLike) -> Solver:
+        """Restore a checkpoint written by :meth:`save_checkpoint` of a Solver with the same
+        model and optimizer; ``train()`` then continues exactly where it stopped."""
+        tree, metadata = ckpt.restore_checkpoint(path, self._checkpoint_tree())
+        history = metadata.get("history", {})
+        self.train_state = TrainState(*tree["train_state"])
+        self.best_params = tree["best_params"]
+        self.best_model_state = tree["best_model_state"]
+        self.key = tree["key"]
+        self.epoch = int(history.get("epoch", 0))
+        self.best_epoch = int(history.get("best_epoch", 0))
+        self.best_val_acc = float(history.get("best_val_acc", 0.0))
+        for name in ("loss_history", "train_acc_history", "val_acc_history", "lr_history",
+                     "epoch_time_history"):
+            setattr(self, name, list(history.get(name, [])))
+        return self

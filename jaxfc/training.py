@@ -1,0 +1,107 @@
+"""Compiled training programs: one epoch as one ``lax.scan``, and chunked accuracy.
+
+These are the pure pieces the :class:`jaxfc.solver.Solver` drives, exposed so other drivers
+(sweeps over many models with ``vmap``, data-parallel training) reuse exactly the same step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxfc.optim import Optimizer
+
+Array = jax.Array
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training, as one pytree."""
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+
+
+def minibatch_indices(key: Array, num_train: int, batch_size: int, steps: int) -> Array:
+    """Indices of shape (steps, batch_size) for one epoch: a fresh permutation of the
+    training set (sampling without replacement) when it holds enough samples, else draws
+    with replacement (cs231n's ``np.random.choice``)."""
+    if steps * batch_size <= num_train:
+        perm = jax.random.permutation(key, num_train)
+        return perm[: steps * batch_size].reshape(steps, batch_size)
+    return jax.random.randint(key, (steps, batch_size), 0, num_train)
+
+
+def make_train_step(model, optimizer: Optimizer, *, gradients: str = "manual") -> Callable:
+    """``step(train_state, X_batch, y_batch, key, model_hparams) -> (train_state, loss)``.
+
+    ``model_hparams`` is a dict of numeric model overrides (``reg``, ``dropout``) passed to
+    ``model.loss``; they may be traced arrays (sweeps vmap over them).
+    """
+
+    def step(ts: TrainState, X, y, key, model_hparams):
+        loss, grads, model_state = model.loss(
+            ts.params, ts.model_state, X, y, train=True, key=key, gradients=gradients,
+            **model_hparams,
+        )
+        params, opt_state = optimizer.update(ts.params, grads, ts.opt_state)
+        return TrainState(params, model_state, opt_state), loss
+
+    return step
+
+
+def make_train_epoch(
+    model,
+    optimizer: Optimizer,
+    *,
+    batch_size: int,
+    steps_per_epoch: int,
+    gradients: str = "manual",
+) -> Callable:
+    """``epoch(train_state, X, y, key, model_hparams) -> (train_state, losses)``, a pure
+    function whose steps run inside one ``lax.scan`` (no host work between steps). Each
+    step gathers its minibatch from the device-resident X and y; ``key`` draws the
+    minibatches and one dropout key per step."""
+    step = make_train_step(model, optimizer, gradients=gradients)
+
+    def epoch(ts: TrainState, X, y, key, model_hparams):
+        batch_key, dropout_key = jax.random.split(key)
+        indices = minibatch_indices(batch_key, X.shape[0], batch_size, steps_per_epoch)
+        step_keys = jax.random.split(dropout_key, steps_per_epoch)
+
+        def body(ts, inputs):
+            idx, k = inputs
+            return step(ts, jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0), k,
+                        model_hparams)
+
+        return jax.lax.scan(body, ts, (indices, step_keys))
+
+    return epoch
+
+
+def make_accuracy(model, *, batch_size: int = 1000) -> Callable:
+    """``accuracy(params, model_state, X, y) -> fraction correct`` in evaluation mode,
+    computed in chunks of ``batch_size`` with ``lax.map`` (the tail padded and masked), so
+    memory stays bounded and the program compiles once per data shape."""
+
+    def accuracy(params, model_state, X, y):
+        n = X.shape[0]
+        chunk = min(batch_size, n)
+        num_chunks = -(-n // chunk)
+        pad = num_chunks * chunk - n
+        Xp = jnp.concatenate([X, jnp.zeros((pad, *X.shape[1:]), X.dtype)]) if pad else X
+        yp = jnp.concatenate([y, jnp.full((pad,), -1, y.dtype)]) if pad else y
+        Xc = Xp.reshape(num_chunks, chunk, *X.shape[1:])
+        yc = yp.reshape(num_chunks, chunk)
+
+        def correct(batch):
+            xb, yb = batch
+            scores, _ = model.apply(params, model_state, xb, train=False)
+            return jnp.sum(jnp.argmax(scores, axis=1) == yb)
+
+        return jnp.sum(jax.lax.map(correct, (Xc, yc))) / n
+
+    return accuracy
