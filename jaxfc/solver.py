@@ -89,6 +89,7 @@ class Solver:
       lr_schedule: a callable ``epoch -> learning rate`` replacing lr_decay.
       max_grad_norm: clip gradients by this global norm.
       checkpoint_path: one file rewritten (atomically) after every epoch.
+      checkpoint_metadata: extra JSON-able metadata stored in every checkpoint.
       params, model_state: start from these instead of ``model.init``.
 
     After ``train()``: ``loss_history`` (one entry per iteration), ``train_acc_history`` and
@@ -109,6 +110,7 @@ class Solver:
         self.verbose = bool(kwargs.pop("verbose", True))
         self.checkpoint_name = kwargs.pop("checkpoint_name", None)
         self.checkpoint_path = kwargs.pop("checkpoint_path", None)
+        self.checkpoint_metadata = dict(kwargs.pop("checkpoint_metadata", {}) or {})
         self.gradients = kwargs.pop("gradients", "manual")
         self.lr_schedule = kwargs.pop("lr_schedule", None)
         self.max_grad_norm = kwargs.pop("max_grad_norm", None)
@@ -209,6 +211,14 @@ class Solver:
             make_accuracy(self.model, batch_size=batch_size)
         )
         return float(fn(params, model_state, X, y))
+
+    @staticmethod
+    def evaluate(model, params, model_state, X, y, batch_size: int = 1000) -> float:
+        """Accuracy of ``model`` with the given parameters on X, y (evaluation mode)."""
+        X = jnp.asarray(X, model.dtype)
+        y = jnp.asarray(y, jnp.int32)
+        return float(jax.jit(make_accuracy(model, batch_size=batch_size))(
+            params, model_state, X, y))
 
     def _record_accuracy(self, epoch: int) -> tuple[float, float]:
         k = jax.random.fold_in(self.key, 2 * epoch + 1)
@@ -331,7 +341,8 @@ class Solver:
         ckpt.save_checkpoint(
             path,
             self._checkpoint_tree(),
-            metadata={"history": self.history(), "solver": self.config()},
+            metadata={**self.checkpoint_metadata, "history": self.history(),
+                      "solver": self.config()},
         )
 
     def load_checkpoint(self, path: str | os.PathLike) -> Solver:
@@ -350,3 +361,27 @@ class Solver:
                      "epoch_time_history"):
             setattr(self, name, list(history.get(name, [])))
         return self
+
+
+def load_best_model(path: str | os.PathLike, model) -> tuple[Any, Any]:
+    """The best ``(params, model_state)`` stored in a Solver checkpoint, for ``model``,
+    without needing the optimizer that wrote it."""
+    flat, _ = ckpt.load_checkpoint(path)
+    params, model_state = model.init(jax.random.key(0))
+    template = {"best_params": params, "best_model_state": model_state}
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(template)
+    restored = []
+    for key_path, leaf in leaves:
+        name = jax.tree_util.keystr(key_path)
+        if name not in flat:
+            raise ckpt.CheckpointError(
+                f"{path}: no entry {name!r}; it does not hold this model's parameters"
+            )
+        value = flat[name]
+        if value.shape != leaf.shape:
+            raise ckpt.CheckpointError(
+                f"{path}: {name} has shape {value.shape}, the model expects {leaf.shape}"
+            )
+        restored.append(jnp.asarray(value, leaf.dtype))
+    tree = jax.tree_util.tree_unflatten(treedef, restored)
+    return tree["best_params"], tree["best_model_state"]
