@@ -395,7 +395,8 @@ def test_vmap_over_learning_rates_equals_separate_runs(name):
 # ---------------------------------------------------------------------------------------------
 # Properties
 
-floats = st.floats(-1e3, 1e3, allow_nan=False, width=32)
+# XLA on CPU flushes subnormals to zero, so they are left out.
+floats = st.floats(-1e3, 1e3, allow_nan=False, allow_subnormal=False, width=32)
 arrays = hnp.arrays(
     np.float32, hnp.array_shapes(min_dims=1, max_dims=2, max_side=5), elements=floats
 )
