@@ -1,0 +1,29 @@
+"""jaxfc: fully-connected neural networks in JAX, as pure functions with hand-written
+backward passes checked against ``jax.grad``, trained by jit-compiled programs."""
+
+from jaxfc import layers, losses, ops, optim, schedules
+from jaxfc.data import load_cifar10, load_dataset, load_digits, load_mnist
+from jaxfc.layers import BatchNormState
+from jaxfc.models import FullyConnectedNet, TwoLayerNet
+from jaxfc.optim import Optimizer, get_optimizer
+from jaxfc.solver import Solver
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchNormState",
+    "FullyConnectedNet",
+    "Optimizer",
+    "Solver",
+    "TwoLayerNet",
+    "get_optimizer",
+    "layers",
+    "load_cifar10",
+    "load_dataset",
+    "load_digits",
+    "load_mnist",
+    "losses",
+    "ops",
+    "optim",
+    "schedules",
+]
