@@ -19,7 +19,9 @@ from jaxfc.gradcheck import (
 )
 
 # Hypothesis examples share the function-scoped x64 context; that is what we want here.
-x64_settings = settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+x64_settings = settings(
+    max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def _normal(seed, shape):
