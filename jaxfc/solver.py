@@ -28,6 +28,7 @@ import numpy as np
 from jaxfc import checkpoint as ckpt
 from jaxfc.models import GRADIENT_MODES
 from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
+from jaxfc.parallel import check_batch_divisible, replicate
 from jaxfc.training import TrainState, make_accuracy, make_train_epoch
 
 DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
@@ -91,6 +92,8 @@ class Solver:
       checkpoint_path: one file rewritten (atomically) after every epoch.
       checkpoint_metadata: extra JSON-able metadata stored in every checkpoint.
       params, model_state: start from these instead of ``model.init``.
+      mesh: a device mesh (:func:`jaxfc.parallel.data_mesh`) for data-parallel training:
+        each minibatch is split over its devices, everything else is replicated.
 
     After ``train()``: ``loss_history`` (one entry per iteration), ``train_acc_history`` and
     ``val_acc_history`` (one per epoch, plus the start), ``best_val_acc``, ``best_params``;
@@ -118,6 +121,7 @@ class Solver:
         key = kwargs.pop("key", None)
         params = kwargs.pop("params", None)
         model_state = kwargs.pop("model_state", None)
+        self.mesh = kwargs.pop("mesh", None)
         if kwargs:
             raise ValueError(f"unrecognized Solver arguments: {sorted(kwargs)}")
         if self.gradients not in GRADIENT_MODES:
@@ -129,6 +133,8 @@ class Solver:
             )
 
         check_data(data, getattr(model, "input_dim", None), getattr(model, "num_classes", None))
+        if self.mesh is not None:
+            check_batch_divisible(self.batch_size, self.mesh)
         dtype = model.dtype
         self.X_train = jnp.asarray(data["X_train"], dtype)
         self.y_train = jnp.asarray(data["y_train"], jnp.int32)
@@ -147,6 +153,11 @@ class Solver:
         opt_state = self.optimizer.init(params)
         self.base_learning_rate = float(opt_state.hyperparams["learning_rate"])
         self.train_state = TrainState(params, model_state, opt_state)
+        if self.mesh is not None:
+            self.train_state = replicate(self.train_state, self.mesh)
+            self.X_train, self.y_train, self.X_val, self.y_val = replicate(
+                (self.X_train, self.y_train, self.X_val, self.y_val), self.mesh
+            )
 
         num_train = self.X_train.shape[0]
         self.steps_per_epoch = max(num_train // self.batch_size, 1)
@@ -157,6 +168,7 @@ class Solver:
                 batch_size=self.batch_size,
                 steps_per_epoch=self.steps_per_epoch,
                 gradients=self.gradients,
+                mesh=self.mesh,
             )
         )
         self._accuracy_fn = jax.jit(make_accuracy(model))

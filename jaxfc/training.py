@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxfc.optim import Optimizer
+from jaxfc.parallel import constrain_batch
 
 Array = jax.Array
 
@@ -60,11 +61,13 @@ def make_train_epoch(
     batch_size: int,
     steps_per_epoch: int,
     gradients: str = "manual",
+    mesh=None,
 ) -> Callable:
     """``epoch(train_state, X, y, key, model_hparams) -> (train_state, losses)``, a pure
     function whose steps run inside one ``lax.scan`` (no host work between steps). Each
     step gathers its minibatch from the device-resident X and y; ``key`` draws the
-    minibatches and one dropout key per step."""
+    minibatches and one dropout key per step. With a ``mesh`` (see :mod:`jaxfc.parallel`)
+    each minibatch is split over the mesh's devices."""
     step = make_train_step(model, optimizer, gradients=gradients)
 
     def epoch(ts: TrainState, X, y, key, model_hparams):
@@ -74,8 +77,9 @@ def make_train_epoch(
 
         def body(ts, inputs):
             idx, k = inputs
-            return step(ts, jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0), k,
-                        model_hparams)
+            Xb = constrain_batch(jnp.take(X, idx, axis=0), mesh)
+            yb = constrain_batch(jnp.take(y, idx, axis=0), mesh)
+            return step(ts, Xb, yb, k, model_hparams)
 
         return jax.lax.scan(body, ts, (indices, step_keys))
 
