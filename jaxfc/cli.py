@@ -108,6 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", choices=DATASETS,
                           help="default: the dataset the model was trained on")
     evaluate.add_argument("--data-dir")
+
+    from jaxfc.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
     return parser
 
 
@@ -324,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return train_command(args)
+        if args.command == "sweep":
+            from jaxfc.sweep import sweep_command
+
+            return sweep_command(args)
         return evaluate_command(args)
     except (FileNotFoundError, ValueError, TypeError) as error:
         print(f"jaxfc {args.command}: error: {error}", file=sys.stderr)
