@@ -70,9 +70,7 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5):
         x[ix] = oldval
         grad_numerical = (fxph - fxmh) / (2 * h)
         grad_analytic = analytic_grad[ix]
-        rel_err = abs(grad_numerical - grad_analytic) / (
-            abs(grad_numerical) + abs(grad_analytic)
-        )
+        rel_err = abs(grad_numerical - grad_analytic) / (abs(grad_numerical) + abs(grad_analytic))
         print(
             f"numerical: {grad_numerical:f} analytic: {grad_analytic:f}, "
             f"relative error: {rel_err:e}"
