@@ -134,6 +134,38 @@ def rng():
     return np.random
 
 
+# ----------------------------------------------------------------------------- star imports
+
+LAYER_NAMES = {
+    "affine_forward", "affine_backward", "relu_forward", "relu_backward", "batchnorm_forward",
+    "batchnorm_backward", "batchnorm_backward_alt", "layernorm_forward", "layernorm_backward",
+    "dropout_forward", "dropout_backward", "svm_loss", "softmax_loss",
+}  # fmt: skip
+
+
+def star_import(module):
+    namespace = {}
+    exec(f"from {module} import *", namespace)
+    return set(namespace) - {"__builtins__"}
+
+
+def test_star_imports_export_the_assignments_names():
+    """The assignment's notebooks use the layers after ``from cs231n.classifiers.fc_net import
+    *`` alone, because its fc_net star-imports layers and layer_utils."""
+    assert star_import("jaxfc.cs231n.layers") == LAYER_NAMES
+    utils = star_import("jaxfc.cs231n.layer_utils")
+    assert utils >= LAYER_NAMES | {"affine_relu_forward", "affine_bn_relu_backward"}
+    assert star_import("jaxfc.cs231n.classifiers.fc_net") == utils | {
+        "FullyConnectedNet", "TwoLayerNet"
+    }  # fmt: skip
+    assert star_import("jaxfc.cs231n.optim") == {"sgd", "sgd_momentum", "rmsprop", "adam"}
+    assert star_import("jaxfc.cs231n.solver") == {"Solver"}
+    assert star_import("jaxfc.cs231n.gradient_check") == {
+        "eval_numerical_gradient", "eval_numerical_gradient_array", "grad_check_sparse"
+    }  # fmt: skip
+    assert {"get_CIFAR10_data", "load_CIFAR10"} <= star_import("jaxfc.cs231n.data_utils")
+
+
 # ----------------------------------------------------------------------------- layers
 
 

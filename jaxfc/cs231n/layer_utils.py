@@ -2,11 +2,14 @@
 
 ``affine_relu`` is the assignment's; ``affine_bn_relu`` and ``affine_ln_relu`` are the
 sandwiches the batch-normalization notebook asks students to add. Caches are tuples of the
-inner caches, as in the assignment.
+inner caches, as in the assignment. ``from jaxfc.cs231n.layer_utils import *`` also exports the
+layers, like the assignment's module.
 """
 
 from __future__ import annotations
 
+from jaxfc.cs231n import layers
+from jaxfc.cs231n.layers import *  # noqa: F403 - re-exported, as in the assignment
 from jaxfc.cs231n.layers import (
     affine_backward,
     affine_forward,
@@ -18,7 +21,10 @@ from jaxfc.cs231n.layers import (
     relu_forward,
 )
 
+# The assignment's layer_utils starts with ``from cs231n.layers import *``, so its star-import
+# also brings the layers; so does this one.
 __all__ = [
+    *layers.__all__,
     "affine_bn_relu_backward",
     "affine_bn_relu_forward",
     "affine_ln_relu_backward",

@@ -30,11 +30,16 @@ import numpy as np
 
 from jaxfc import layers, models
 from jaxfc._checks import check_labels
+from jaxfc.cs231n import layer_utils
 from jaxfc.cs231n._convert import compute, labels, to_numpy
+from jaxfc.cs231n.layer_utils import *  # noqa: F403 - re-exported, as in the assignment
 from jaxfc.cs231n.layers import draw_dropout_mask
 from jaxfc.losses import get_loss
 
-__all__ = ["FullyConnectedNet", "TwoLayerNet"]
+# The assignment's fc_net starts with ``from cs231n.layers import *`` and
+# ``from cs231n.layer_utils import *``, and its notebooks rely on ``from
+# cs231n.classifiers.fc_net import *`` bringing the layers: so does this one.
+__all__ = ["FullyConnectedNet", "TwoLayerNet", *layer_utils.__all__]
 
 
 # --------------------------------------------------------------------------- the core calls
