@@ -1,0 +1,174 @@
+"""The compiled training pieces: one epoch as a lax.scan, minibatch draws, chunked accuracy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxfc.models import FullyConnectedNet
+from jaxfc.optim import adam, sgd_momentum
+from jaxfc.training import (
+    TrainState,
+    make_accuracy,
+    make_train_epoch,
+    minibatch_indices,
+)
+
+
+def _blobs(n, dim, classes, seed, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 2, (classes, dim))
+    y = rng.integers(0, classes, n).astype(np.int32)
+    X = (centers[y] + rng.normal(0, 1, (n, dim))).astype(dtype)
+    return X, y
+
+
+# ----------------------------------------------------------------------------- minibatches
+
+
+@pytest.mark.parametrize(
+    "num_train, batch_size, steps",
+    [(100, 10, 10), (100, 10, 7), (101, 25, 4), (7, 7, 1), (64, 1, 64)],
+)
+def test_minibatch_indices_without_replacement_when_enough_samples(num_train, batch_size, steps):
+    for seed in range(3):
+        idx = np.asarray(minibatch_indices(jax.random.key(seed), num_train, batch_size, steps))
+        assert idx.shape == (steps, batch_size)
+        assert idx.min() >= 0 and idx.max() < num_train
+        # Without replacement: no index appears twice in the whole epoch.
+        assert len(np.unique(idx)) == steps * batch_size
+        if steps * batch_size == num_train:
+            np.testing.assert_array_equal(np.sort(idx.ravel()), np.arange(num_train))
+
+
+def test_minibatch_indices_shuffle_depends_on_key():
+    a = np.asarray(minibatch_indices(jax.random.key(0), 50, 10, 5))
+    b = np.asarray(minibatch_indices(jax.random.key(1), 50, 10, 5))
+    assert not np.array_equal(a, b)
+    np.testing.assert_array_equal(np.sort(a.ravel()), np.sort(b.ravel()))
+    # Not the identity order either: a shuffle.
+    assert not np.array_equal(a.ravel(), np.arange(50))
+
+
+@pytest.mark.parametrize("num_train, batch_size, steps", [(10, 25, 1), (3, 4, 1), (5, 3, 2)])
+def test_minibatch_indices_with_replacement_when_too_few_samples(num_train, batch_size, steps):
+    idx = np.asarray(minibatch_indices(jax.random.key(0), num_train, batch_size, steps))
+    assert idx.shape == (steps, batch_size)
+    assert idx.min() >= 0 and idx.max() < num_train
+    # More draws than samples: some index must repeat (pigeonhole), and draws are valid.
+    assert len(np.unique(idx)) < steps * batch_size
+    # A different key gives different draws.
+    other = np.asarray(minibatch_indices(jax.random.key(1), num_train, batch_size, steps))
+    assert not np.array_equal(idx, other) or num_train == 1
+
+
+def test_minibatch_indices_jit_matches_eager():
+    key = jax.random.key(3)
+    eager = minibatch_indices(key, 40, 8, 5)
+    jitted = jax.jit(minibatch_indices, static_argnums=(1, 2, 3))(key, 40, 8, 5)
+    np.testing.assert_array_equal(eager, jitted)
+
+
+# ----------------------------------------------------------------------------- the epoch
+
+
+def _reference_epoch(model, optimizer, ts, X, y, key, batch_size, steps, gradients):
+    """A plain Python loop of model.loss + optimizer.update over the same draws (each step
+    jitted on its own, only to keep the test fast)."""
+
+    @jax.jit
+    def step(params, state, opt_state, Xb, yb, k):
+        loss, grads, state = model.loss(params, state, Xb, yb, train=True, key=k,
+                                        gradients=gradients)
+        params, opt_state = optimizer.update(params, grads, opt_state)
+        return params, state, opt_state, loss
+
+    batch_key, dropout_key = jax.random.split(key)
+    indices = np.asarray(minibatch_indices(batch_key, X.shape[0], batch_size, steps))
+    step_keys = jax.random.split(dropout_key, steps)
+    params, state, opt_state = ts
+    losses = []
+    for i in range(steps):
+        idx = indices[i]
+        params, state, opt_state, loss = step(params, state, opt_state, X[idx], y[idx],
+                                              step_keys[i])
+        losses.append(float(loss))
+    return TrainState(params, state, opt_state), np.array(losses)
+
+
+EPOCH_CASES = [
+    # (model kwargs, optimizer, gradients, N, batch)
+    (dict(hidden_dims=(16, 12), normalization="batchnorm", dropout=0.2), adam(1e-2), "manual",
+     64, 16),
+    # N < batch: one step drawn with replacement.
+    (dict(hidden_dims=(16,), normalization="layernorm", reg=1e-2, dropout=0.3),
+     sgd_momentum(5e-2), "autodiff", 7, 10),
+]
+
+
+@pytest.mark.parametrize("model_kwargs, optimizer, gradients, n, batch", EPOCH_CASES)
+def test_train_epoch_equals_python_loop(x64, model_kwargs, optimizer, gradients, n, batch):
+    model = FullyConnectedNet(input_dim=6, num_classes=4, dtype=np.float64, weight_scale="he",
+                              **model_kwargs)
+    X, y = _blobs(n, 6, 4, seed=1, dtype=np.float64)
+    params, state = model.init(jax.random.key(0))
+    ts = TrainState(params, state, optimizer.init(params))
+    steps = max(n // batch, 1)
+    key = jax.random.key(42)
+
+    epoch = jax.jit(make_train_epoch(model, optimizer, batch_size=batch, steps_per_epoch=steps,
+                                     gradients=gradients))
+    got, losses = epoch(ts, jnp.asarray(X), jnp.asarray(y), key, {})
+    want, want_losses = _reference_epoch(model, optimizer, ts, X, y, key, batch, steps, gradients)
+
+    assert losses.shape == (steps,)
+    np.testing.assert_allclose(np.asarray(losses), want_losses, rtol=1e-10, atol=1e-12)
+    flat_got, tree_got = jax.tree_util.tree_flatten(got)
+    flat_want, tree_want = jax.tree_util.tree_flatten(want)
+    assert tree_got == tree_want
+    for a, b in zip(flat_got, flat_want, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-9)
+    # Training changed the parameters (the comparison is not vacuous).
+    assert not np.allclose(np.asarray(got.params["W1"]), np.asarray(params["W1"]))
+
+
+# ----------------------------------------------------------------------------- accuracy
+
+
+@pytest.mark.parametrize(
+    "n, chunk, jit",
+    [(37, 10, True), (37, 10, False), (5, 10, True), (40, 10, True), (1001, 1000, True)],
+)
+def test_accuracy_matches_numpy(n, chunk, jit):
+    model = FullyConnectedNet(hidden_dims=(16,), input_dim=6, num_classes=5,
+                              normalization="batchnorm", weight_scale="he")
+    params, state = model.init(jax.random.key(n))
+    # Non-trivial running statistics, so evaluation mode matters.
+    state = {"bn1": state["bn1"]._replace(running_mean=jnp.full((16,), 0.3),
+                                          running_var=jnp.full((16,), 2.0))}
+    X, y = _blobs(n, 6, 5, seed=n)
+    acc_fn = make_accuracy(model, batch_size=chunk)
+    if jit:
+        acc_fn = jax.jit(acc_fn)
+    got = float(acc_fn(params, state, X, y))
+    scores, _ = model.apply(params, state, X, train=False)
+    want = np.mean(np.argmax(np.asarray(scores), axis=1) == y)
+    assert got == pytest.approx(want, abs=1e-7)
+
+
+def test_accuracy_padding_never_counts_as_correct():
+    """The tail is padded with zero rows. Make every row (padding included) predict class k
+    and label every real row wrong: for each k the accuracy must be exactly 0, so a padding
+    label equal to any class would show."""
+    model = FullyConnectedNet(hidden_dims=(4,), input_dim=3, num_classes=3)
+    params, state = model.init(jax.random.key(0))
+    X = np.zeros((11, 3), np.float32)
+    acc_fn = jax.jit(make_accuracy(model, batch_size=4))  # 3 chunks, 1 padded row
+    for k in range(3):
+        params = {**params, "b2": 10.0 * jax.nn.one_hot(k, 3)}
+        assert int(model.predict(params, state, X[:1])[0]) == k
+        wrong = np.full((11,), (k + 1) % 3, np.int32)
+        assert float(acc_fn(params, state, X, wrong)) == 0.0
+        right = np.full((11,), k, np.int32)
+        assert float(acc_fn(params, state, X, right)) == 1.0
