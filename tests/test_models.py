@@ -361,6 +361,29 @@ def test_evaluation_is_deterministic_and_dropout_inactive(normalization):
     assert not np.allclose(train[0], train[1])
 
 
+def test_dropout_masks_differ_across_layers_and_keys(monkeypatch):
+    """One key per step, a distinct mask per layer (fold_in), the same masks for the same key."""
+    masks = []
+    forward = layers.affine_norm_relu_dropout_forward
+
+    def spy(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        masks.append(np.asarray(out[2].dropout))
+        return out
+
+    monkeypatch.setattr(layers, "affine_norm_relu_dropout_forward", spy)
+    model = _net(2, dropout=0.5)
+    params, state = model.init(jax.random.key(0))
+    X, _ = _problem(model)
+    for k in (0, 0, 1):
+        model.apply(params, state, X, train=True, key=jax.random.key(k))
+    assert len(masks) == 6 and masks[0].shape == masks[1].shape == (N, H)
+    assert not np.array_equal(masks[0], masks[1])  # layers 1 and 2
+    np.testing.assert_array_equal(masks[0], masks[2])  # same key, same masks
+    np.testing.assert_array_equal(masks[1], masks[3])
+    assert not np.array_equal(masks[0], masks[4])  # another key
+
+
 # ----------------------------------------------------------------- jit, pytrees, dtypes
 
 
