@@ -142,6 +142,12 @@ class FullyConnectedNet:
         if float(self.reg) < 0:
             raise ValueError(f"reg must be non-negative, got {self.reg}")
         set_("reg", float(self.reg))
+        if not 0.0 <= float(self.bn_momentum) <= 1.0:
+            raise ValueError(f"bn_momentum must lie in [0, 1], got {self.bn_momentum}")
+        set_("bn_momentum", float(self.bn_momentum))
+        if not float(self.eps) > 0:
+            raise ValueError(f"eps must be positive, got {self.eps}")
+        set_("eps", float(self.eps))
         if self.loss_type not in LOSSES:
             raise ValueError(f"loss_type must be one of {LOSSES}, got {self.loss_type!r}")
         set_("dtype", _canonical_dtype(self.dtype))

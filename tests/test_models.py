@@ -509,6 +509,8 @@ def test_bad_weight_scale(weight_scale):
         (dict(hidden_dims=(5,), reg=-1.0), r"reg must be non-negative, got -1.0"),
         (dict(hidden_dims=(5,), loss_type="hinge"), r"loss_type must be one of .* 'hinge'"),
         (dict(hidden_dims=(5,), dtype=np.int32), r"dtype must be a floating-point type"),
+        (dict(hidden_dims=(5,), bn_momentum=1.5), r"bn_momentum must lie in \[0, 1\], got 1.5"),
+        (dict(hidden_dims=(5,), eps=0.0), r"eps must be positive, got 0.0"),
     ],
 )
 def test_bad_configuration(kwargs, match):
