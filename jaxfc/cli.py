@@ -163,6 +163,11 @@ def model_from_config(config: dict):
 def _load_data(dataset: str, data_dir: str | None, seed: int):
     from jaxfc.data import load_dataset
 
+    if dataset != "digits" and not data_dir:
+        raise ValueError(
+            f"--dataset {dataset} is read from local files: pass --data-dir DIR (the digits "
+            "set is the only one bundled)"
+        )
     return load_dataset(dataset, data_dir=data_dir, seed=seed)
 
 
@@ -216,7 +221,13 @@ def train_command(args) -> int:
             raise SystemExit("jaxfc train: --resume needs --out DIR, the run to continue")
         if not checkpoint_path.exists():
             raise SystemExit(f"jaxfc train: --resume found no checkpoint at {checkpoint_path}")
-        settings = read_metadata(checkpoint_path)["cli"]
+        settings = read_metadata(checkpoint_path).get("cli")
+        if settings is None:
+            raise SystemExit(
+                f"jaxfc train: {checkpoint_path} was not written by `jaxfc train` (it holds no "
+                "run settings), so --resume cannot rebuild the run; load it with "
+                "Solver.load_checkpoint in Python instead"
+            )
         if args.epochs is not None:
             settings["epochs"] = args.epochs
     else:
@@ -226,9 +237,8 @@ def train_command(args) -> int:
                 f"jaxfc train: {out} already holds a run; pass --resume to continue it or "
                 "choose another --out"
             )
-    out.mkdir(parents=True, exist_ok=True)
-
     data = _load_data(settings["dataset"], settings["data_dir"], settings["seed"])
+    out.mkdir(parents=True, exist_ok=True)
     input_dim = 1
     for size in data["X_train"].shape[1:]:
         input_dim *= size

@@ -45,6 +45,9 @@ def check_data(data: dict, input_dim: int | None = None, num_classes: int | None
         raise ValueError(f"data is missing {missing}; a data dict needs {list(DATA_KEYS)}")
     for split in ("train", "val", "test"):
         xk, yk = f"X_{split}", f"y_{split}"
+        if (xk in data) != (yk in data):
+            present, absent = (xk, yk) if xk in data else (yk, xk)
+            raise ValueError(f"data has {present!r} but not {absent!r}; give both or neither")
         if xk not in data:
             continue
         X, y = np.asarray(data[xk]), np.asarray(data[yk])
@@ -151,7 +154,9 @@ class Solver:
         elif model_state is None:
             model_state = model.init(jax.random.key(0))[1]
         opt_state = self.optimizer.init(params)
-        self.base_learning_rate = float(opt_state.hyperparams["learning_rate"])
+        self.base_learning_rate = float(
+            self.optim_config.get("learning_rate", opt_state.hyperparams["learning_rate"])
+        )
         self.train_state = TrainState(params, model_state, opt_state)
         if self.mesh is not None:
             self.train_state = replicate(self.train_state, self.mesh)
@@ -177,6 +182,7 @@ class Solver:
     # ------------------------------------------------------------------ bookkeeping
 
     def _reset(self):
+        self._trained = False
         self.epoch = 0
         self.best_val_acc = 0.0
         self.best_epoch = 0
@@ -190,11 +196,13 @@ class Solver:
 
     @property
     def params(self):
-        return self.train_state.params
+        """The best parameters once ``train()`` has returned (cs231n's convention), the
+        current ones while training. ``train_state`` always holds the last epoch's."""
+        return self.best_params if self._trained else self.train_state.params
 
     @property
     def model_state(self):
-        return self.train_state.model_state
+        return self.best_model_state if self._trained else self.train_state.model_state
 
     @property
     def opt_state(self):
@@ -259,16 +267,16 @@ class Solver:
         complete epoch.
         """
         num_epochs = self.num_epochs if num_epochs is None else num_epochs
+        self._trained = False
         if self.epoch == 0 and not self.val_acc_history:
             train_acc, val_acc = self._record_accuracy(0)
             self._log(f"(Epoch 0 / {num_epochs}) train acc: {train_acc:.4f}; "
                       f"val_acc: {val_acc:.4f}")
         while self.epoch < num_epochs:
             self._train_one_epoch(num_epochs)
-        # End holding the best parameters, as cs231n's Solver does.
-        self.train_state = self.train_state._replace(
-            params=self.best_params, model_state=self.best_model_state
-        )
+        # Expose the best parameters, as cs231n's Solver does; train_state stays the last
+        # epoch's so that checkpoints and further training continue from it.
+        self._trained = True
         return self
 
     def _train_one_epoch(self, num_epochs: int) -> None:
