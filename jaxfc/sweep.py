@@ -3,14 +3,16 @@
 :func:`sweep` trains K models of one architecture at once. Each model has its own seed and
 numeric hyperparameters (``learning_rate``, ``reg``, ``weight_scale``, ``dropout``,
 ``lr_decay`` and the optimizer's other hyperparameters such as ``momentum`` or ``beta1``).
-One epoch of all of them is ONE compiled program: ``jax.vmap`` of the Solver's own pure epoch
+An epoch of all of them is ONE compiled program: ``jax.vmap`` of the Solver's own pure epoch
 (:func:`jaxfc.training.make_train_epoch`) over the stacked train states, with the data
-shared (``in_axes=None``: X and y are not copied K times). Changing the values never
-recompiles; models that do not fit in memory together run in equal chunks, the last one
-padded, so every chunk reuses the same program.
+shared (``in_axes=None``: X and y are not copied K times); their accuracies are another.
+Changing the values never recompiles; models that do not fit in memory together run in
+equal chunks, the last one padded, so every chunk reuses the same programs.
 
-Model ``k`` is exactly what :class:`jaxfc.solver.Solver` would train with the same settings
-(to float tolerance: batched matrix products may round differently)::
+Model ``k`` is exactly what :class:`jaxfc.solver.Solver` would train with the same settings,
+to float tolerance: batched matrix products may round differently (and Adam turns that
+rounding into full-size steps for a bias in front of batch norm, whose gradient is zero up
+to rounding; such a bias has no effect on the outputs)::
 
     result = sweep(model, data, grid(learning_rate=[1e-3, 1e-2], reg=[0.0, 1e-3]),
                    seeds=[0, 1], update_rule="adam", num_epochs=10, batch_size=100)
@@ -47,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxfc.optim import get_optimizer, set_hyperparams
+from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.training import TrainState, make_accuracy, make_train_epoch
 
 __all__ = [
@@ -195,14 +197,24 @@ def random_search(key_or_seed, num: int, **ranges) -> list[dict]:
 # ----------------------------------------------------------------------------- validation
 
 
-def _optimizer_hparams(update_rule: str, optim_config: Mapping) -> dict[str, float]:
+def _build_optimizer(update_rule: str, optim_config: Mapping, max_grad_norm=None):
     optimizer = get_optimizer(update_rule, **optim_config)
+    if max_grad_norm is not None:
+        optimizer = clip_by_global_norm(optimizer, float(max_grad_norm))
+    return optimizer
+
+
+def _optimizer_hparams(update_rule: str, optim_config: Mapping,
+                       max_grad_norm=None) -> dict[str, float]:
+    optimizer = _build_optimizer(update_rule, optim_config, max_grad_norm)
     return {k: float(v) for k, v in optimizer.init({"W": jnp.zeros(1)}).hyperparams.items()}
 
 
-def sweepable_names(update_rule: str = "adam", optim_config: Mapping | None = None) -> list[str]:
-    """The hyperparameters a sweep with this optimizer can vary (besides ``seed``)."""
-    opt = _optimizer_hparams(update_rule, dict(optim_config or {}))
+def sweepable_names(update_rule: str = "adam", optim_config: Mapping | None = None,
+                    max_grad_norm: float | None = None) -> list[str]:
+    """The hyperparameters a sweep with this optimizer can vary (besides ``seed``);
+    ``max_norm`` with gradient clipping (``max_grad_norm``)."""
+    opt = _optimizer_hparams(update_rule, dict(optim_config or {}), max_grad_norm)
     return [*opt, *SCHEDULE_HPARAMS, *MODEL_HPARAMS]
 
 
@@ -230,7 +242,9 @@ def _check_names(names, known: list[str], update_rule: str) -> None:
             )
         hint = ""
         owners = _owners(name)
-        if owners:
+        if name == "max_norm":
+            hint = " (pass max_grad_norm=... to clip gradients; then max_norm can vary)"
+        elif owners:
             hint = f" ({name!r} belongs to update_rule {owners}; pass update_rule=...)"
         raise ValueError(
             f"unknown hyperparameter {name!r} for a sweep with update_rule={update_rule!r}"
@@ -256,7 +270,7 @@ def _check_value(where: str, name: str, value) -> Any:
     elif name == "dropout":
         bad |= not 0 <= value < 1
         want = "the drop probability in [0, 1)"
-    elif name in ("weight_scale", "lr_decay"):
+    elif name in ("weight_scale", "lr_decay", "max_norm"):
         bad |= value <= 0
         want = "finite and > 0"
     else:
@@ -541,8 +555,9 @@ class SweepResult:
         equivalent FullyConnectedNet when dropout is swept)."""
         model = self.model
         changes = {n: self.settings[k][n] for n in MODEL_HPARAMS if n in self.settings[k]}
-        if "dropout" in changes and not hasattr(model, "dropout"):
-            model = model.network
+        fields = {f.name for f in dataclasses.fields(model)}
+        if "dropout" in changes and "dropout" not in fields:
+            model = model.network  # TwoLayerNet: the equivalent FullyConnectedNet
         return dataclasses.replace(model, **changes) if changes else model
 
     def solver_kwargs(self, k: int) -> dict:
@@ -550,13 +565,14 @@ class SweepResult:
         exactly as the sweep did: ``Solver(result.model_for(k), data, **kwargs)``."""
         c = self.config
         setting = self.settings[k]
-        optim_config = {**c["optim_config"],
-                        **{n: v for n, v in setting.items() if n in c["optimizer_hparams"]}}
+        optim_config = {**c["optim_config"], **{n: v for n, v in setting.items()
+                                                if n in c["optimizer_hparams"] and n != "max_norm"}}
         return dict(update_rule=c["update_rule"], optim_config=optim_config,
                     lr_decay=setting.get("lr_decay", c["lr_decay"]),
                     batch_size=c["batch_size"], num_epochs=c["num_epochs"],
                     num_train_samples=c["num_train_samples"],
                     num_val_samples=c["num_val_samples"], gradients=c["gradients"],
+                    max_grad_norm=setting.get("max_norm", c["max_grad_norm"]),
                     seed=setting["seed"])
 
     def rows(self) -> list[dict]:
@@ -693,6 +709,7 @@ def sweep(
     num_train_samples: int | None = 1000,
     num_val_samples: int | None = None,
     gradients: str = "manual",
+    max_grad_norm: float | None = None,
     max_models_in_memory: int | None = None,
     keep_params: bool = True,
     verbose: bool = True,
@@ -710,8 +727,9 @@ def sweep(
         ``dropout`` is applied even where the model's own dropout is 0.
       seeds: each setting runs once per seed (default ``[0]``); not with a ``seed`` setting.
       update_rule, optim_config, lr_decay, num_epochs, batch_size, num_train_samples,
-        num_val_samples, gradients: as for the Solver (``optim_config`` and ``lr_decay``
-        are the defaults of unswept hyperparameters).
+        num_val_samples, gradients, max_grad_norm: as for the Solver (``optim_config``,
+        ``lr_decay`` and ``max_grad_norm`` are the defaults of unswept hyperparameters;
+        with ``max_grad_norm`` the clipping threshold ``max_norm`` can vary too).
       max_models_in_memory: models per compiled batch; by default as many as half the free
         device memory holds (:func:`estimate_bytes_per_model`). More models run in equal
         chunks, the last padded, all with the same compiled program.
@@ -731,7 +749,9 @@ def sweep(
             raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
     if batch_size == 0:
         raise ValueError("batch_size must be positive, got 0")
-    base_opt = _optimizer_hparams(update_rule, optim_config)
+    if max_grad_norm is not None:
+        max_grad_norm = _check_value("max_grad_norm", "max_norm", max_grad_norm)
+    base_opt = _optimizer_hparams(update_rule, optim_config, max_grad_norm)
     known = [*base_opt, *SCHEDULE_HPARAMS, *MODEL_HPARAMS]
     settings = _normalize_settings(settings, seeds)
     _check_names(settings[0], known, update_rule)
@@ -739,7 +759,7 @@ def sweep(
     for i, s in enumerate(settings):
         for n in s:
             s[n] = _check_value(f"settings[{i}]", n, s[n])
-        opt_values = {n: s[n] for n in base_opt if n in s}
+        opt_values = {n: s[n] for n in base_opt if n in s and n != "max_norm"}
         if opt_values:
             try:
                 get_optimizer(update_rule, **{**optim_config, **opt_values})
@@ -756,7 +776,7 @@ def sweep(
     shared = (X, y, Xv, yv)
     steps = max(X.shape[0] // batch_size, 1)
 
-    optimizer = get_optimizer(update_rule, **optim_config)
+    optimizer = _build_optimizer(update_rule, optim_config, max_grad_norm)
     opt_names = [n for n in names if n in base_opt]
     model_names = [n for n in names if n in ("reg", "dropout")]
     scale_weights = "weight_scale" in names
@@ -867,7 +887,8 @@ def sweep(
         "update_rule": update_rule, "optim_config": optim_config, "lr_decay": lr_decay,
         "num_epochs": num_epochs, "batch_size": batch_size,
         "num_train_samples": num_train_samples, "num_val_samples": num_val_samples,
-        "gradients": gradients, "optimizer_hparams": list(base_opt),
+        "gradients": gradients, "max_grad_norm": max_grad_norm,
+        "optimizer_hparams": list(base_opt),
     }
     result = SweepResult(
         model=model, settings=settings, names=names, loss_history=loss_h,
