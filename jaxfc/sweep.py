@@ -918,44 +918,25 @@ _RANGE_OPTIONS = {  # CLI option -> (hyperparameter name, log-uniform?)
 
 
 def _list_of(kind, option):
-    def parse(text: str) -> list:
-        values = []
-        for part in text.split(","):
-            part = part.strip()
-            if not part:
-                continue
-            if kind is int:
-                try:
-                    values.append(int(part))
-                    continue
-                except ValueError:
-                    pass
-            elif part in ("he", "xavier") and option == "--weight-scale":
-                values.append(part)
-                continue
-            else:
-                try:
-                    values.append(float(part))
-                    continue
-                except ValueError:
-                    pass
-            raise ValueError
-        if not values:
-            raise ValueError
-        return values
+    """argparse type: comma-separated values of ``kind`` (and he / xavier for weight scales)."""
 
-    def wrapped(text: str) -> list:
+    def parse(text: str) -> list:
         import argparse
 
         try:
-            return parse(text)
+            values = [part if option == "--weight-scale" and part in ("he", "xavier")
+                      else kind(part) for part in (p.strip() for p in text.split(",")) if part]
+            if values:
+                return values
         except ValueError:
-            what = "integers" if kind is int else "numbers"
-            if option == "--weight-scale":
-                what = "numbers or he / xavier"
-            raise argparse.ArgumentTypeError(
-                f"{option} takes comma-separated {what} like 1e-3,1e-2; got {text!r}") from None
-    return wrapped
+            pass
+        what = "integers" if kind is int else "numbers"
+        what += " or he / xavier" if option == "--weight-scale" else ""
+        example = "0,1,2" if kind is int else "1e-3,1e-2"
+        raise argparse.ArgumentTypeError(
+            f"{option} takes comma-separated {what} like {example}; got {text!r}")
+
+    return parse
 
 
 def _range(option):
