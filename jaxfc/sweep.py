@@ -24,10 +24,10 @@ to rounding; such a bias has no effect on the outputs)::
 Keys are derived as in the Solver: ``init_key, key = split(key(seed))``; the parameters come
 from ``model.init(init_key)``; epoch ``e`` (0-based) trains with ``fold_in(key, 2*e)``; the
 accuracies after ``e`` epochs subsample with ``split(fold_in(key, 2*e + 1))``. The learning
-rate of epoch ``e`` is ``float32(learning_rate) * lr_decay**e``. A swept ``weight_scale``
-scales the weights that ``model.init`` draws at unit scale, which gives the same numbers as
-initializing at that scale. A model whose loss becomes NaN or infinite keeps its last good
-state and stops (the Solver raises instead); ``diverged_epoch`` records where.
+rate of epoch ``e`` is ``learning_rate * lr_decay**e`` (in float64, then float32). A swept
+``weight_scale`` scales the weights that ``model.init`` draws at unit scale, which gives the
+same numbers as initializing at that scale. A model whose loss becomes NaN or infinite keeps
+its last good state and stops (the Solver raises instead); ``diverged_epoch`` records where.
 """
 
 from __future__ import annotations
@@ -482,6 +482,18 @@ class _Programs:
 # ----------------------------------------------------------------------------- results
 
 
+def _json_field(value):
+    """A model configuration field as JSON (tuples as lists, dtypes by name)."""
+    if isinstance(value, tuple | list):
+        return [_json_field(v) for v in value]
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    try:
+        return str(np.dtype(value))
+    except TypeError:
+        return str(value)
+
+
 def _format_value(value) -> str:
     return value if isinstance(value, str) else f"{value:.4g}"
 
@@ -682,11 +694,8 @@ class SweepResult:
         model = self.model_for(k)
         model = getattr(model, "network", model)
         if dataclasses.is_dataclass(model):
-            config = dataclasses.asdict(model)
-            config["dtype"] = str(np.dtype(config["dtype"]))
-            if "hidden_dims" in config:
-                config["hidden_dims"] = list(config["hidden_dims"])
-            meta["model"] = config
+            meta["model"] = {f.name: _json_field(getattr(model, f.name))
+                             for f in dataclasses.fields(model)}
         meta.update(metadata or {})
         ckpt.save_checkpoint(path, {"best_params": params, "best_model_state": state},
                              metadata=meta)
@@ -791,8 +800,8 @@ def sweep(
                          donate=jax.default_backend() != "cpu")
 
     # Per-model host values (Python floats, as the Solver computes them).
-    base_lr = [float(np.float32(s.get("learning_rate", base_opt["learning_rate"])))
-               for s in settings]
+    default_lr = float(optim_config.get("learning_rate", base_opt["learning_rate"]))
+    base_lr = [float(s.get("learning_rate", default_lr)) for s in settings]
     decay = [s.get("lr_decay", lr_decay) for s in settings]
     lrs = np.asarray([[b * d**e for e in range(num_epochs)] for b, d in zip(base_lr, decay,
                                                                             strict=True)],

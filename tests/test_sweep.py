@@ -67,7 +67,7 @@ def _assert_matches_solver(result, k, solver):
     np.testing.assert_allclose(result.val_acc_history[k], solver.val_acc_history, atol=1e-6)
     np.testing.assert_allclose(result.train_acc_history[k], solver.train_acc_history,
                                atol=1e-6)
-    np.testing.assert_allclose(result.lr_history[k], solver.lr_history, rtol=1e-7)
+    np.testing.assert_array_equal(result.lr_history[k], np.float32(solver.lr_history))
     assert result.best_epoch[k] == solver.best_epoch
     assert result.best_val_acc[k] == np.float32(solver.best_val_acc)
     assert n_val == EPOCHS + 1
