@@ -95,6 +95,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     train.add_argument("--gradients", choices=("manual", "autodiff"),
                        default=DEFAULTS["gradients"])
+    train.add_argument("--compute-dtype", choices=("float32", "bfloat16", "float16"),
+                       default="float32",
+                       help="mixed precision: layers compute in this dtype, float32 masters")
+    train.add_argument("--loss-scale", type=float, default=None,
+                       help="loss scaling factor (default 1024 for float16, else 1)")
+    train.add_argument("--devices", type=int, default=1,
+                       help="data-parallel training over this many devices (batch split)")
     train.add_argument("--out", type=Path, help="output folder (default: runs/<timestamp>)")
     train.add_argument("--resume", action="store_true",
                        help=f"continue the run in --out from its {CHECKPOINT_FILE}, with the "
@@ -142,12 +149,16 @@ def _settings_from_args(args) -> dict:
         "batch_size": args.batch_size,
         "seed": args.seed,
         "gradients": args.gradients,
+        "compute_dtype": args.compute_dtype,
+        "loss_scale": args.loss_scale,
+        "devices": args.devices,
     }
 
 
 def model_config(model) -> dict:
     config = dataclasses.asdict(model)
     config["dtype"] = str(config["dtype"])
+    config["compute_dtype"] = str(config["compute_dtype"])
     config["hidden_dims"] = list(config["hidden_dims"])
     return config
 
@@ -253,7 +264,14 @@ def train_command(args) -> int:
         normalization=settings["normalization"],
         reg=settings["reg"],
         weight_scale=settings["weight_scale"],
+        compute_dtype=settings.get("compute_dtype"),
+        loss_scale=settings.get("loss_scale"),
     )
+    mesh = None
+    if settings.get("devices", 1) > 1:
+        from jaxfc.parallel import data_mesh
+
+        mesh = data_mesh(settings["devices"])
     solver = Solver(
         model,
         data,
@@ -267,6 +285,7 @@ def train_command(args) -> int:
         verbose=not args.quiet,
         seed=settings["seed"],
         gradients=settings["gradients"],
+        mesh=mesh,
         # What `evaluate` and `--resume` need to rebuild the run.
         checkpoint_metadata={"model": model_config(model), "cli": settings},
     )

@@ -36,11 +36,12 @@ State = dict[str, layers.BatchNormState]
 
 GRADIENT_MODES = ("manual", "autodiff")
 INIT_SCHEMES = ("he", "xavier")
+COMPUTE_DTYPES = ("float64", "float32", "bfloat16", "float16")
 
 
 def _canonical_dtype(dtype) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if not np.issubdtype(dtype, np.floating):
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"dtype must be a floating-point type, got {dtype}")
     return dtype
 
@@ -77,6 +78,13 @@ class FullyConnectedNet:
       normalization: None, ``'batchnorm'`` or ``'layernorm'``.
       loss_type: ``'softmax'`` (cross-entropy) or ``'svm'`` (multiclass hinge).
       bn_momentum, eps: batch-norm running-average momentum and normalization epsilon.
+      compute_dtype: mixed precision: ``'bfloat16'`` or ``'float16'`` runs the layers (and
+        their backward passes) in that dtype while the parameters, their gradients, the
+        batch-norm running statistics and the loss stay in ``dtype`` (float32 masters).
+        None (default) computes in ``dtype``.
+      loss_scale: the loss (and dscores) is multiplied by this before the backward pass and
+        the gradients divided by it after, so small float16 gradients do not flush to zero.
+        None means 2**10 for float16 and 1 otherwise.
     """
 
     hidden_dims: tuple[int, ...]
@@ -91,6 +99,8 @@ class FullyConnectedNet:
     loss_type: str = "softmax"
     bn_momentum: float = 0.9
     eps: float = 1e-5
+    compute_dtype: Any = None
+    loss_scale: float | None = None
 
     def __post_init__(self):
         set_ = lambda name, value: object.__setattr__(self, name, value)
@@ -148,9 +158,27 @@ class FullyConnectedNet:
         if not float(self.eps) > 0:
             raise ValueError(f"eps must be positive, got {self.eps}")
         set_("eps", float(self.eps))
+        set_("dtype", _canonical_dtype(self.dtype))
+        compute = self.dtype if self.compute_dtype is None else self.compute_dtype
+        compute = _canonical_dtype(compute)
+        if compute.name not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype={compute.name} is not supported; use one of {COMPUTE_DTYPES}"
+            )
+        if compute.itemsize > self.dtype.itemsize:
+            raise ValueError(
+                f"compute_dtype={compute.name} is wider than the parameters' dtype="
+                f"{self.dtype.name}; mixed precision computes in a narrower type"
+            )
+        set_("compute_dtype", compute)
+        scale = self.loss_scale
+        if scale is None:
+            scale = 2.0**10 if compute == np.float16 else 1.0
+        if not float(scale) > 0:
+            raise ValueError(f"loss_scale must be positive, got {self.loss_scale}")
+        set_("loss_scale", float(scale))
         if self.loss_type not in LOSSES:
             raise ValueError(f"loss_type must be one of {LOSSES}, got {self.loss_type!r}")
-        set_("dtype", _canonical_dtype(self.dtype))
 
     # ------------------------------------------------------------------ structure
 
@@ -251,16 +279,20 @@ class FullyConnectedNet:
             )
         new_state = dict(state)
         caches = []
-        h = X
+        h = X.astype(self.compute_dtype)
+        params = self._to_compute(params)
         for i in range(1, self.num_layers):
             norm = self.normalization
+            bn_state = state.get(f"bn{i}")
+            if bn_state is not None and not train:
+                bn_state = self._to_compute(bn_state)
             h, bn_state, cache = layers.affine_norm_relu_dropout_forward(
                 h,
                 params[f"W{i}"],
                 params[f"b{i}"],
                 params.get(f"gamma{i}"),
                 params.get(f"beta{i}"),
-                state.get(f"bn{i}"),
+                bn_state,
                 normalization=norm,
                 train=train,
                 dropout=p if use_dropout else 0.0,
@@ -268,13 +300,25 @@ class FullyConnectedNet:
                 momentum=self.bn_momentum,
                 eps=self.eps,
             )
-            if norm == "batchnorm":
-                new_state[f"bn{i}"] = bn_state
+            if norm == "batchnorm" and train:
+                # Running statistics stay in the parameters' dtype.
+                new_state[f"bn{i}"] = jax.tree_util.tree_map(
+                    lambda s: s.astype(self.dtype), bn_state
+                )
             caches.append(cache)
         L = self.num_layers
         scores, cache = layers.affine_forward(h, params[f"W{L}"], params[f"b{L}"])
         caches.append(cache)
-        return scores, new_state, caches
+        return scores.astype(self.dtype), new_state, caches
+
+    @property
+    def mixed_precision(self) -> bool:
+        return self.compute_dtype != self.dtype
+
+    def _to_compute(self, tree):
+        if not self.mixed_precision:
+            return tree
+        return jax.tree_util.tree_map(lambda a: a.astype(self.compute_dtype), tree)
 
     def apply(
         self,
@@ -341,9 +385,17 @@ class FullyConnectedNet:
         override the configured values and may be traced arrays (for sweeps).
         """
         if gradients == "autodiff":
-            (loss, new_state), grads = jax.value_and_grad(self.loss_value, has_aux=True)(
-                params, state, X, y, train=train, key=key, reg=reg, dropout=dropout
-            )
+            scale = self.loss_scale
+
+            def scaled_loss(params):
+                loss, new_state = self.loss_value(
+                    params, state, X, y, train=train, key=key, reg=reg, dropout=dropout
+                )
+                return loss * scale, (loss, new_state)
+
+            grads, (loss, new_state) = jax.grad(scaled_loss, has_aux=True)(params)
+            if scale != 1.0:
+                grads = jax.tree_util.tree_map(lambda g: g / scale, grads)
             return loss, grads, new_state
         if gradients != "manual":
             raise ValueError(f"gradients must be one of {GRADIENT_MODES}, got {gradients!r}")
@@ -355,6 +407,8 @@ class FullyConnectedNet:
         )
         data_loss, dscores = get_loss(self.loss_type)(scores, y)
         loss = data_loss + self._l2_penalty(params, reg)
+        if self.mixed_precision or self.loss_scale != 1.0:
+            return loss, self._backward_mixed(params, dscores, caches, reg), new_state
 
         no_reg = _is_static_zero(reg)
         weight_grad = lambda dw, i: dw if no_reg else dw + reg * params[f"W{i}"]
@@ -370,6 +424,28 @@ class FullyConnectedNet:
             if self.normalization:
                 grads[f"gamma{i}"], grads[f"beta{i}"] = dgamma, dbeta
         return loss, {name: grads[name] for name in params}, new_state
+
+    def _backward_mixed(self, params, dscores, caches, reg) -> Params:
+        """The manual backward pass in ``compute_dtype`` with loss scaling; gradients come
+        back unscaled in the parameters' dtype, the L2 term added in that dtype."""
+        dscores = (dscores * self.loss_scale).astype(self.compute_dtype)
+        raw = {}
+        L = self.num_layers
+        dh, raw[f"W{L}"], raw[f"b{L}"] = layers.affine_backward(dscores, caches[-1])
+        for i in range(L - 1, 0, -1):
+            dh, dw, db, dgamma, dbeta = layers.affine_norm_relu_dropout_backward(
+                dh, caches[i - 1]
+            )
+            raw[f"W{i}"], raw[f"b{i}"] = dw, db
+            if self.normalization:
+                raw[f"gamma{i}"], raw[f"beta{i}"] = dgamma, dbeta
+        grads = {}
+        for name in params:
+            g = raw[name].astype(self.dtype) / self.loss_scale
+            if name.startswith("W") and not _is_static_zero(reg):
+                g = g + reg * params[name]
+            grads[name] = g
+        return grads
 
 
 @dataclasses.dataclass(frozen=True)
@@ -387,6 +463,8 @@ class TwoLayerNet:
     reg: float = 0.0
     dtype: Any = np.float32
     loss_type: str = "softmax"
+    compute_dtype: Any = None
+    loss_scale: float | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "dtype", _canonical_dtype(self.dtype))
@@ -405,6 +483,8 @@ class TwoLayerNet:
             weight_scale=self.weight_scale,
             dtype=self.dtype,
             loss_type=self.loss_type,
+            compute_dtype=self.compute_dtype,
+            loss_scale=self.loss_scale,
         )
 
     # The model functions, defined on the class (not only through ``__getattr__``) so that
