@@ -48,11 +48,6 @@ COMMON = dict(update_rule="adam", num_epochs=EPOCHS, batch_size=BATCH, num_train
               verbose=False)
 
 
-@pytest.fixture(scope="module")
-def adam_sweep(data):
-    return sweep(MODEL, data, SETTINGS, seeds=SEEDS, **COMMON)
-
-
 def _solver(model, data, **kwargs):
     solver = Solver(model, data, verbose=False, **kwargs)
     solver.train()
@@ -89,20 +84,76 @@ def _assert_matches_solver(result, k, solver):
 
 
 # ----------------------------------------------------------------------------- equivalence
+# One adam sweep (8 models: learning rates x regs x seeds, batch norm) checked in one test, so
+# that its compilation is paid once also under pytest-xdist.
 
 
-@pytest.mark.parametrize("k", [1, 6])  # (lr 1e-2, reg 0, seed 7), (3e-3, 1e-2, 0)
-def test_adam_sweep_model_equals_solver_run(adam_sweep, data, k):
+def test_adam_sweep_equals_solver_runs_compiles_once_chunks_alike_and_writes_files(
+        data, tmp_path):
+    result = sweep(MODEL, data, SETTINGS, seeds=SEEDS, **COMMON)
+    # 8 models, 4 learning-rate/reg settings, 2 epochs: one trace of each program.
+    assert result.compilations == {"init": 1, "train": 1, "record": 1}
+    assert result.num_chunks == 1 and result.chunk_size == 8
+    for k in (1, 6):  # (lr 1e-2, reg 0, seed 7) and (lr 3e-3, reg 1e-2, seed 0)
+        _check_against_solver(result, data, k)
+    _check_chunked(result, data)
+    _check_files(result, tmp_path)
+
+
+def _check_against_solver(result, data, k):
     # Model k: settings[k // 2] with seed SEEDS[k % 2], spelled out (not via solver_kwargs).
     setting = SETTINGS[k // len(SEEDS)]
-    assert adam_sweep.settings[k] == {**setting, "seed": SEEDS[k % len(SEEDS)]}
+    assert result.settings[k] == {**setting, "seed": SEEDS[k % len(SEEDS)]}
     model = FullyConnectedNet([16], input_dim=12, num_classes=4, weight_scale=0.1,
                               normalization="batchnorm", reg=setting["reg"])
     solver = _solver(model, data, update_rule="adam",
                      optim_config={"learning_rate": setting["learning_rate"]},
                      num_epochs=EPOCHS, batch_size=BATCH, num_train_samples=60,
                      seed=SEEDS[k % len(SEEDS)])
-    _assert_matches_solver(adam_sweep, k, solver)
+    _assert_matches_solver(result, k, solver)
+
+
+def _check_chunked(result, data):
+    chunked = sweep(MODEL, data, SETTINGS, seeds=SEEDS, max_models_in_memory=3, **COMMON)
+    # 8 models in chunks of at most 3: sizes 3, 3, 2 padded to 3, all one program.
+    assert (chunked.chunk_size, chunked.num_chunks) == (3, 3)
+    assert chunked.compilations == {"init": 1, "train": 1, "record": 1}
+    assert chunked.settings == result.settings
+    np.testing.assert_allclose(chunked.loss_history, result.loss_history, rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(chunked.val_acc_history, result.val_acc_history)
+    np.testing.assert_array_equal(chunked.best_epoch, result.best_epoch)
+    for name in chunked.params:
+        np.testing.assert_allclose(chunked.params[name], result.params[name], rtol=1e-5,
+                                   atol=1e-7)
+
+
+def _check_files(r, tmp_path):
+    assert r.best_index == int(np.argmax(r.best_val_acc))
+    assert r.best_setting == r.settings[r.best_index]
+    assert r.best_val_acc[r.best_index] == r.best_val_acc.max()
+    np.testing.assert_allclose(r.best_val_acc, np.nanmax(r.val_acc_history, axis=1))
+
+    r.to_csv(tmp_path / "results.csv")
+    with open(tmp_path / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == r.num_models
+    assert {"seed", "learning_rate", "reg", "best_val_acc", "best_epoch"} <= set(rows[0])
+    best_row = max(rows, key=lambda row: float(row["best_val_acc"]))
+    assert float(best_row["learning_rate"]) == r.best_setting["learning_rate"]
+
+    r.plot(tmp_path / "sweep.png")
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+    r.save_best_checkpoint(tmp_path / "best.npz")
+    params, _ = load_best_model(tmp_path / "best.npz", MODEL)
+    expected, _ = r.params_of(r.best_index)
+    for name in params:
+        np.testing.assert_array_equal(params[name], expected[name])
+    meta = read_metadata(tmp_path / "best.npz")
+    assert meta["sweep"]["setting"] == r.best_setting
+    assert meta["model"]["reg"] == r.best_setting["reg"]
+    json.dumps(r.summary())
 
 
 def test_twolayernet_sweep_of_scale_dropout_momentum_decay_equals_solver(data):
@@ -142,30 +193,6 @@ def test_twolayernet_sweep_of_scale_dropout_momentum_decay_equals_solver(data):
     assert np.isfinite(result.val_acc_history[2, 0])
     assert result.best_epoch[2] == 0
     assert result.best_index in (0, 1)
-
-
-# ----------------------------------------------------------------------------- compilation
-
-
-def test_learning_rate_sweep_compiles_each_program_once(adam_sweep):
-    # 8 models, 4 learning-rate/reg settings, 2 epochs: one trace of each program.
-    assert adam_sweep.compilations == {"init": 1, "train": 1, "record": 1}
-    assert adam_sweep.num_chunks == 1 and adam_sweep.chunk_size == 8
-
-
-def test_chunking_gives_the_same_results_and_compiles_once_per_chunk_size(adam_sweep, data):
-    chunked = sweep(MODEL, data, SETTINGS, seeds=SEEDS, max_models_in_memory=3, **COMMON)
-    # 8 models in chunks of at most 3: sizes 3, 3, 2 padded to 3, all one program.
-    assert (chunked.chunk_size, chunked.num_chunks) == (3, 3)
-    assert chunked.compilations == {"init": 1, "train": 1, "record": 1}
-    assert chunked.settings == adam_sweep.settings
-    np.testing.assert_allclose(chunked.loss_history, adam_sweep.loss_history, rtol=1e-5,
-                               atol=1e-7)
-    np.testing.assert_allclose(chunked.val_acc_history, adam_sweep.val_acc_history)
-    np.testing.assert_array_equal(chunked.best_epoch, adam_sweep.best_epoch)
-    for name in chunked.params:
-        np.testing.assert_allclose(chunked.params[name], adam_sweep.params[name], rtol=1e-5,
-                                   atol=1e-7)
 
 
 def test_memory_estimate_grows_with_batch_and_width():
@@ -270,42 +297,10 @@ def test_sweepable_names_follow_the_optimizer():
     assert "max_norm" in sweepable_names("sgd", max_grad_norm=1.0)
 
 
-# ----------------------------------------------------------------------------- outputs
-
-
-def test_csv_plot_checkpoint_and_best_setting(adam_sweep, tmp_path):
-    r = adam_sweep
-    assert r.best_index == int(np.argmax(r.best_val_acc))
-    assert r.best_setting == r.settings[r.best_index]
-    assert r.best_val_acc[r.best_index] == r.best_val_acc.max()
-    np.testing.assert_allclose(r.best_val_acc, np.nanmax(r.val_acc_history, axis=1))
-
-    r.to_csv(tmp_path / "results.csv")
-    with open(tmp_path / "results.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len(rows) == r.num_models
-    assert {"seed", "learning_rate", "reg", "best_val_acc", "best_epoch"} <= set(rows[0])
-    best_row = max(rows, key=lambda row: float(row["best_val_acc"]))
-    assert float(best_row["learning_rate"]) == r.best_setting["learning_rate"]
-
-    r.plot(tmp_path / "sweep.png")
-    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
-
-    r.save_best_checkpoint(tmp_path / "best.npz")
-    params, _ = load_best_model(tmp_path / "best.npz", MODEL)
-    expected, _ = r.params_of(r.best_index)
-    for name in params:
-        np.testing.assert_array_equal(params[name], expected[name])
-    meta = read_metadata(tmp_path / "best.npz")
-    assert meta["sweep"]["setting"] == r.best_setting
-    assert meta["model"]["reg"] == r.best_setting["reg"]
-    json.dumps(r.summary())
-
-
 # ----------------------------------------------------------------------------- command line
 
 
-def test_cli_sweep_grid_and_random_in_process(tmp_path, capsys):
+def test_cli_sweep_grid_writes_its_files_and_evaluate_reads_them(tmp_path, capsys):
     out = tmp_path / "grid"
     common = ["--dataset", "digits", "--hidden-dims", "8", "--normalization", "none",
               "--dropout", "0", "--epochs", "1", "--batch-size", "100", "--quiet"]
