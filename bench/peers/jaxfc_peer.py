@@ -1,0 +1,85 @@
+"""jaxfc: the program :class:`jaxfc.Solver` trains with, its compiled epoch
+(``jaxfc.training.make_train_epoch`` with ``jaxfc.optim.adam``), called exactly as
+``Solver._train_one_epoch`` calls it, without the per-epoch accuracy checks and logging.
+
+The Solver is built for real (it owns data placement, the train state and the jitted
+epoch), so whatever the Solver does to its program the benchmark measures too.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxfc import Solver
+
+from . import RunConfig, Trainer
+
+
+def _solver(model, params, X, y, batch_size, config: RunConfig, gradients):
+    dtype = model.dtype
+    return Solver(
+        model,
+        {"X_train": X, "y_train": y, "X_val": X[:batch_size], "y_val": y[:batch_size]},
+        update_rule="adam",
+        optim_config={"learning_rate": config.learning_rate},
+        batch_size=batch_size,
+        num_epochs=1,
+        verbose=False,
+        gradients=gradients,
+        seed=config.seed + 1,
+        params={k: jnp.asarray(v, dtype) for k, v in params.items()},
+        model_state=model.init(jax.random.key(0))[1],
+    )
+
+
+class JaxfcTrainer(Trainer):
+    def __init__(self, workload, params, X, y, config: RunConfig, gradients: str):
+        self.model = workload.jaxfc_model(jnp.bfloat16 if config.dtype == "bfloat16"
+                                          else np.float32)
+        self.solver = _solver(self.model, params, X, y, workload.batch_size, config, gradients)
+        self.steps_per_call = self.solver.steps_per_epoch
+        self.train_state = self.solver.train_state
+        self.epoch = 0
+        self.params, self.config, self.gradients = params, config, gradients
+        self.X, self.y, self.batch_size = X, y, workload.batch_size
+
+    def run_steps(self, n):
+        s = self.solver
+        for _ in range(self._check_steps(n)):
+            key = jax.random.fold_in(s.key, 2 * self.epoch)
+            self.train_state, _ = s._epoch_fn(self.train_state, s.X_train, s.y_train, key, {})
+            self.epoch += 1
+        jax.block_until_ready(self.train_state)
+
+    def train_on(self, indices):
+        """One step per row: a Solver whose training set is one minibatch, so its compiled
+        epoch is one step (that step permutes the minibatch, which changes the loss and the
+        gradients only by rounding)."""
+        B = self.batch_size
+        solver = _solver(self.model, self.params, self.X[:B], self.y[:B], B, self.config,
+                         self.gradients)
+        assert solver.steps_per_epoch == 1
+        ts, losses = solver.train_state, []
+        for step, idx in enumerate(indices):
+            Xb = jnp.asarray(self.X[idx], self.model.dtype)
+            yb = jnp.asarray(self.y[idx], jnp.int32)
+            ts, loss = solver._epoch_fn(ts, Xb, yb, jax.random.fold_in(solver.key, 2 * step), {})
+            losses.append(loss[0])
+        return np.asarray(jnp.stack(losses), np.float64)
+
+
+def unsupported(config: RunConfig):
+    if config.dtype == "bfloat16":
+        from jaxfc.models import TwoLayerNet
+
+        try:
+            TwoLayerNet(dtype=jnp.bfloat16)
+        except (TypeError, ValueError) as e:
+            return f"jaxfc models reject bfloat16 ({e})"
+    return None
+
+
+def make(workload, params, X, y, *, config: RunConfig, gradients: str) -> JaxfcTrainer:
+    return JaxfcTrainer(workload, params, X, y, config, gradients)
