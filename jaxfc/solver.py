@@ -88,7 +88,10 @@ class Solver:
       verbose: print progress (one line per epoch).
       checkpoint_name: if set, write ``{checkpoint_name}_epoch_{e}.npz`` after every epoch.
     jaxfc's own:
-      seed or key: the PRNG key for minibatches and dropout (``key`` wins).
+      seed or key: the PRNG key for initialization, minibatches and dropout (``key`` wins).
+      data_seed: if given, the minibatch order comes from this seed alone (epoch ``e`` uses
+        ``fold_in(key(data_seed), e)``), so runs with different seeds see the same batches,
+        as the models of a ``sweep(..., shared_batches=True)`` do.
       gradients: 'manual' (hand-written backward passes) or 'autodiff' (``jax.grad``).
       lr_schedule: a callable ``epoch -> learning rate`` replacing lr_decay.
       max_grad_norm: clip gradients by this global norm.
@@ -121,6 +124,7 @@ class Solver:
         self.lr_schedule = kwargs.pop("lr_schedule", None)
         self.max_grad_norm = kwargs.pop("max_grad_norm", None)
         seed = kwargs.pop("seed", 0)
+        data_seed = kwargs.pop("data_seed", None)
         key = kwargs.pop("key", None)
         params = kwargs.pop("params", None)
         model_state = kwargs.pop("model_state", None)
@@ -148,6 +152,8 @@ class Solver:
         if self.max_grad_norm is not None:
             self.optimizer = clip_by_global_norm(self.optimizer, float(self.max_grad_norm))
         init_key, self.key = jax.random.split(key if key is not None else jax.random.key(seed))
+        self.data_seed = data_seed
+        self.data_key = None if data_seed is None else jax.random.key(data_seed)
         if params is None:
             params, init_state = model.init(init_key)
             model_state = init_state if model_state is None else model_state
@@ -286,7 +292,9 @@ class Solver:
         opt_state = set_hyperparams(self.train_state.opt_state, learning_rate=lr)
         ts = self.train_state._replace(opt_state=opt_state)
         epoch_key = jax.random.fold_in(self.key, 2 * epoch)
-        new_ts, losses = self._epoch_fn(ts, self.X_train, self.y_train, epoch_key, {})
+        batch_key = None if self.data_key is None else jax.random.fold_in(self.data_key, epoch)
+        new_ts, losses = self._epoch_fn(ts, self.X_train, self.y_train, epoch_key, {},
+                                        batch_key)
         losses = np.asarray(losses)
         if not np.all(np.isfinite(losses)):
             step = int(np.argmin(np.isfinite(losses)))
@@ -353,6 +361,7 @@ class Solver:
             "num_epochs": self.num_epochs,
             "gradients": self.gradients,
             "max_grad_norm": self.max_grad_norm,
+            "data_seed": self.data_seed,
         }
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:

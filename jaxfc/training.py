@@ -66,12 +66,14 @@ def make_train_epoch(
     """``epoch(train_state, X, y, key, model_hparams) -> (train_state, losses)``, a pure
     function whose steps run inside one ``lax.scan`` (no host work between steps). Each
     step gathers its minibatch from the device-resident X and y; ``key`` draws the
-    minibatches and one dropout key per step. With a ``mesh`` (see :mod:`jaxfc.parallel`)
-    each minibatch is split over the mesh's devices."""
+    minibatches and one dropout key per step, unless ``batch_key`` is given to draw the
+    minibatches (models in a sweep that share it see the same batches). With a ``mesh``
+    (see :mod:`jaxfc.parallel`) each minibatch is split over the mesh's devices."""
     step = make_train_step(model, optimizer, gradients=gradients)
 
-    def epoch(ts: TrainState, X, y, key, model_hparams):
-        batch_key, dropout_key = jax.random.split(key)
+    def epoch(ts: TrainState, X, y, key, model_hparams, batch_key=None):
+        own_batch_key, dropout_key = jax.random.split(key)
+        batch_key = own_batch_key if batch_key is None else batch_key
         indices = minibatch_indices(batch_key, X.shape[0], batch_size, steps_per_epoch)
         step_keys = jax.random.split(dropout_key, steps_per_epoch)
 

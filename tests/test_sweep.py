@@ -195,6 +195,22 @@ def test_twolayernet_sweep_of_scale_dropout_momentum_decay_equals_solver(data):
     assert result.best_index in (0, 1)
 
 
+def test_shared_batches_sweep_equals_solver_runs_with_a_data_seed(data):
+    model = FullyConnectedNet([16], input_dim=12, num_classes=4, weight_scale=0.1,
+                              dropout=0.2)
+    settings = grid(learning_rate=[1e-2, 3e-2])
+    result = sweep(model, data, settings, seeds=[1, 2], update_rule="sgd_momentum",
+                   num_epochs=EPOCHS, batch_size=BATCH, num_train_samples=None,
+                   shared_batches=True, data_seed=5, verbose=False)
+    assert result.num_models == 4
+    for k in range(result.num_models):
+        kwargs = result.solver_kwargs(k)
+        assert kwargs["data_seed"] == 5
+        _assert_matches_solver(result, k, _solver(result.model_for(k), data, **kwargs))
+    # Same data order, different initializations: different models all the same.
+    assert not np.allclose(result.loss_history[0], result.loss_history[2])
+
+
 def test_memory_estimate_grows_with_batch_and_width():
     from jaxfc.optim import adam
 
