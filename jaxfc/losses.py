@@ -33,7 +33,8 @@ def softmax_loss(scores: Array, y: Array) -> tuple[Array, Array]:
     shifted = scores - jnp.max(scores, axis=1, keepdims=True)
     log_probs = shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=1, keepdims=True))
     onehot = jax.nn.one_hot(y, c, dtype=scores.dtype)
-    loss = -jnp.sum(log_probs * onehot) / n
+    # take_along_axis, not a product with onehot: a -inf score elsewhere would give 0 * -inf.
+    loss = -jnp.sum(jnp.take_along_axis(log_probs, y[:, None], axis=1)) / n
     dscores = (jnp.exp(log_probs) - onehot) / n
     return loss, dscores
 
@@ -48,8 +49,8 @@ def svm_loss(scores: Array, y: Array) -> tuple[Array, Array]:
     _check_scores_and_labels(scores, y)
     n, c = scores.shape
     onehot = jax.nn.one_hot(y, c, dtype=scores.dtype)
-    correct = jnp.sum(scores * onehot, axis=1, keepdims=True)
-    margins = jnp.maximum(0, scores - correct + 1) * (1 - onehot)
+    correct = jnp.take_along_axis(scores, y[:, None], axis=1)
+    margins = jnp.where(onehot > 0, 0, jnp.maximum(0, scores - correct + 1))
     loss = jnp.sum(margins) / n
     positive = (margins > 0).astype(scores.dtype)
     dscores = (positive - onehot * jnp.sum(positive, axis=1, keepdims=True)) / n
