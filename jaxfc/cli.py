@@ -158,7 +158,8 @@ def _settings_from_args(args) -> dict:
 def model_config(model) -> dict:
     config = dataclasses.asdict(model)
     config["dtype"] = str(config["dtype"])
-    config["compute_dtype"] = str(config["compute_dtype"])
+    if config["compute_dtype"] is not None:
+        config["compute_dtype"] = str(config["compute_dtype"])
     config["hidden_dims"] = list(config["hidden_dims"])
     return config
 
@@ -200,12 +201,11 @@ def _write_history_csv(path: Path, solver) -> None:
 
 def plot_history(path: Path, solver, title: str = "") -> None:
     """Loss per iteration and train/validation accuracy per epoch, as a PNG."""
-    import matplotlib
+    # A bare Figure (no pyplot): leaves the caller's matplotlib backend alone.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(solver.loss_history, ".", markersize=2, alpha=0.5)
     ax_loss.set(xlabel="iteration", ylabel="training loss", title="Loss")
     ax_acc.plot(solver.train_acc_history, "-o", label="train")
@@ -216,7 +216,6 @@ def plot_history(path: Path, solver, title: str = "") -> None:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def train_command(args) -> int:
@@ -264,7 +263,8 @@ def train_command(args) -> int:
         normalization=settings["normalization"],
         reg=settings["reg"],
         weight_scale=settings["weight_scale"],
-        compute_dtype=settings.get("compute_dtype"),
+        compute_dtype=None if settings.get("compute_dtype") in (None, "float32") else
+        settings["compute_dtype"],
         loss_scale=settings.get("loss_scale"),
     )
     mesh = None

@@ -159,24 +159,22 @@ class FullyConnectedNet:
             raise ValueError(f"eps must be positive, got {self.eps}")
         set_("eps", float(self.eps))
         set_("dtype", _canonical_dtype(self.dtype))
-        compute = self.dtype if self.compute_dtype is None else self.compute_dtype
-        compute = _canonical_dtype(compute)
-        if compute.name not in COMPUTE_DTYPES:
-            raise ValueError(
-                f"compute_dtype={compute.name} is not supported; use one of {COMPUTE_DTYPES}"
-            )
-        if compute.itemsize > self.dtype.itemsize:
-            raise ValueError(
-                f"compute_dtype={compute.name} is wider than the parameters' dtype="
-                f"{self.dtype.name}; mixed precision computes in a narrower type"
-            )
-        set_("compute_dtype", compute)
-        scale = self.loss_scale
-        if scale is None:
-            scale = 2.0**10 if compute == np.float16 else 1.0
-        if not float(scale) > 0:
-            raise ValueError(f"loss_scale must be positive, got {self.loss_scale}")
-        set_("loss_scale", float(scale))
+        if self.compute_dtype is not None:
+            compute = _canonical_dtype(self.compute_dtype)
+            if compute.name not in COMPUTE_DTYPES:
+                raise ValueError(
+                    f"compute_dtype={compute.name} is not supported; use one of {COMPUTE_DTYPES}"
+                )
+            if compute.itemsize > self.dtype.itemsize:
+                raise ValueError(
+                    f"compute_dtype={compute.name} is wider than the parameters' dtype="
+                    f"{self.dtype.name}; mixed precision computes in a narrower type"
+                )
+            set_("compute_dtype", compute)
+        if self.loss_scale is not None:
+            if not float(self.loss_scale) > 0:
+                raise ValueError(f"loss_scale must be positive, got {self.loss_scale}")
+            set_("loss_scale", float(self.loss_scale))
         if self.loss_type not in LOSSES:
             raise ValueError(f"loss_type must be one of {LOSSES}, got {self.loss_type!r}")
 
@@ -279,7 +277,7 @@ class FullyConnectedNet:
             )
         new_state = dict(state)
         caches = []
-        h = X.astype(self.compute_dtype)
+        h = X.astype(self.computation_dtype)
         params = self._to_compute(params)
         for i in range(1, self.num_layers):
             norm = self.normalization
@@ -312,13 +310,25 @@ class FullyConnectedNet:
         return scores.astype(self.dtype), new_state, caches
 
     @property
+    def computation_dtype(self) -> np.dtype:
+        """The dtype the layers compute in: ``compute_dtype``, or ``dtype`` when None."""
+        return self.dtype if self.compute_dtype is None else self.compute_dtype
+
+    @property
+    def effective_loss_scale(self) -> float:
+        """``loss_scale``, or when None: 2**10 for float16 computation, else 1."""
+        if self.loss_scale is not None:
+            return self.loss_scale
+        return 2.0**10 if self.computation_dtype == np.float16 else 1.0
+
+    @property
     def mixed_precision(self) -> bool:
-        return self.compute_dtype != self.dtype
+        return self.computation_dtype != self.dtype
 
     def _to_compute(self, tree):
         if not self.mixed_precision:
             return tree
-        return jax.tree_util.tree_map(lambda a: a.astype(self.compute_dtype), tree)
+        return jax.tree_util.tree_map(lambda a: a.astype(self.computation_dtype), tree)
 
     def apply(
         self,
@@ -385,7 +395,7 @@ class FullyConnectedNet:
         override the configured values and may be traced arrays (for sweeps).
         """
         if gradients == "autodiff":
-            scale = self.loss_scale
+            scale = self.effective_loss_scale
 
             def scaled_loss(params):
                 loss, new_state = self.loss_value(
@@ -407,7 +417,7 @@ class FullyConnectedNet:
         )
         data_loss, dscores = get_loss(self.loss_type)(scores, y)
         loss = data_loss + self._l2_penalty(params, reg)
-        if self.mixed_precision or self.loss_scale != 1.0:
+        if self.mixed_precision or self.effective_loss_scale != 1.0:
             return loss, self._backward_mixed(params, dscores, caches, reg), new_state
 
         no_reg = _is_static_zero(reg)
@@ -426,9 +436,10 @@ class FullyConnectedNet:
         return loss, {name: grads[name] for name in params}, new_state
 
     def _backward_mixed(self, params, dscores, caches, reg) -> Params:
-        """The manual backward pass in ``compute_dtype`` with loss scaling; gradients come
+        """The manual backward pass in ``computation_dtype`` with loss scaling; gradients come
         back unscaled in the parameters' dtype, the L2 term added in that dtype."""
-        dscores = (dscores * self.loss_scale).astype(self.compute_dtype)
+        scale = self.effective_loss_scale
+        dscores = (dscores * scale).astype(self.computation_dtype)
         raw = {}
         L = self.num_layers
         dh, raw[f"W{L}"], raw[f"b{L}"] = layers.affine_backward(dscores, caches[-1])
@@ -441,7 +452,7 @@ class FullyConnectedNet:
                 raw[f"gamma{i}"], raw[f"beta{i}"] = dgamma, dbeta
         grads = {}
         for name in params:
-            g = raw[name].astype(self.dtype) / self.loss_scale
+            g = raw[name].astype(self.dtype) / scale
             if name.startswith("W") and not _is_static_zero(reg):
                 g = g + reg * params[name]
             grads[name] = g

@@ -638,14 +638,12 @@ class SweepResult:
         """PNG: best validation accuracy against each swept hyperparameter (log x for
         learning rates, reg, weight scales; symlog when a value is 0), and every model's
         validation accuracy per epoch (the best one highlighted)."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A bare Figure (no pyplot): leaves the caller's matplotlib backend alone.
+        from matplotlib.figure import Figure
 
         names = self.names or ["seed"]
-        fig, axes = plt.subplots(1, len(names) + 1, figsize=(4.2 * (len(names) + 1), 3.8),
-                                 squeeze=False)
+        fig = Figure(figsize=(4.2 * (len(names) + 1), 3.8))
+        axes = fig.subplots(1, len(names) + 1, squeeze=False)
         acc = self.best_val_acc
         best = self.best_index
         for ax, name in zip(axes[0], names, strict=False):
@@ -673,7 +671,6 @@ class SweepResult:
         ax.title.set_fontsize(8)
         fig.tight_layout()
         fig.savefig(path, dpi=100)
-        plt.close(fig)
 
     def save_best_checkpoint(self, path: str | os.PathLike, metadata: dict | None = None):
         """Write the best model's params and state with :mod:`jaxfc.checkpoint` in the

@@ -63,7 +63,7 @@ def test_float16_loss_scaling_keeps_small_gradients_from_flushing_to_zero():
     _, exact, _ = reference.loss(params, state, X, y)
     _, unscaled, _ = TwoLayerNet(loss_scale=1.0, **kw).loss(params, state, X, y)
     _, scaled, _ = TwoLayerNet(**kw).loss(params, state, X, y)
-    assert TwoLayerNet(**kw).network.loss_scale == 1024.0
+    assert TwoLayerNet(**kw).network.effective_loss_scale == 1024.0
     nonzero = lambda g: float(jnp.mean(g != 0))
     # The first layer's gradients are ~1e-8, below float16's smallest subnormal (6e-8).
     assert nonzero(unscaled["W1"]) < 0.5 * nonzero(exact["W1"])
@@ -84,6 +84,16 @@ def test_solver_trains_digits_in_bfloat16():
     assert solver.params["W1"].dtype == jnp.float32
     assert solver.opt_state.m["W1"].dtype == jnp.float32
     assert solver.best_val_acc > 0.9
+
+
+def test_replacing_the_dtype_changes_the_computation_dtype():
+    import dataclasses
+
+    base = FullyConnectedNet((4,), input_dim=3, num_classes=2)
+    assert base.compute_dtype is None and base.loss_scale is None
+    assert dataclasses.replace(base, dtype=np.float64).computation_dtype == np.float64
+    half = dataclasses.replace(base, compute_dtype="float16")
+    assert half.computation_dtype == jnp.float16 and half.effective_loss_scale == 1024.0
 
 
 @pytest.mark.parametrize(
