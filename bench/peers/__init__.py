@@ -64,11 +64,14 @@ class Workload:
     def without_dropout(self) -> Workload:
         return dataclasses.replace(self, dropout=0.0)
 
-    def jaxfc_model(self, dtype=np.float32):
+    def jaxfc_model(self, compute_dtype=None):
+        """The jaxfc model (float32 parameters; ``compute_dtype`` 'bfloat16' for mixed
+        precision)."""
         from jaxfc.models import FullyConnectedNet, TwoLayerNet
 
+        extra = {} if compute_dtype is None else {"compute_dtype": compute_dtype}
         if self.two_layer:
-            return TwoLayerNet(self.input_dim, self.hidden_dims[0], NUM_CLASSES, dtype=dtype)
+            return TwoLayerNet(self.input_dim, self.hidden_dims[0], NUM_CLASSES, **extra)
         return FullyConnectedNet(
             hidden_dims=self.hidden_dims,
             input_dim=self.input_dim,
@@ -76,7 +79,7 @@ class Workload:
             dropout=self.dropout,
             normalization="batchnorm" if self.batchnorm else None,
             weight_scale=self.weight_scale,
-            dtype=dtype,
+            **extra,
         )
 
 

@@ -3,7 +3,8 @@
 ``Solver._train_one_epoch`` calls it, without the per-epoch accuracy checks and logging.
 
 The Solver is built for real (it owns data placement, the train state and the jitted
-epoch), so whatever the Solver does to its program the benchmark measures too.
+epoch), so whatever the Solver does to its program the benchmark measures too. bfloat16 runs
+use the model's mixed precision (``compute_dtype='bfloat16'``, float32 parameters).
 """
 
 from __future__ import annotations
@@ -36,8 +37,7 @@ def _solver(model, params, X, y, batch_size, config: RunConfig, gradients):
 
 class JaxfcTrainer(Trainer):
     def __init__(self, workload, params, X, y, config: RunConfig, gradients: str):
-        self.model = workload.jaxfc_model(jnp.bfloat16 if config.dtype == "bfloat16"
-                                          else np.float32)
+        self.model = workload.jaxfc_model("bfloat16" if config.dtype == "bfloat16" else None)
         self.solver = _solver(self.model, params, X, y, workload.batch_size, config, gradients)
         self.steps_per_call = self.solver.steps_per_epoch
         self.train_state = self.solver.train_state
@@ -75,9 +75,9 @@ def unsupported(config: RunConfig):
         from jaxfc.models import TwoLayerNet
 
         try:
-            TwoLayerNet(dtype=jnp.bfloat16)
+            TwoLayerNet(compute_dtype="bfloat16")
         except (TypeError, ValueError) as e:
-            return f"jaxfc models reject bfloat16 ({e})"
+            return f"jaxfc models reject compute_dtype='bfloat16' ({e})"
     return None
 
 
