@@ -90,10 +90,14 @@ def _assert_manual_matches_autodiff(model, params, state, X, y, **kwargs):
     )
     assert rel_error(loss_m, loss_a) <= GRAD_TOL
     chex.assert_trees_all_equal_structs(grads_m, params)
-    errors = {name: _rel_error(grads_m[name], grads_a[name], 1e-6) for name in params}
+    true_zeros = set(_true_zero_grads(model, kwargs.get("train", True)))
+    errors = {name: _rel_error(grads_m[name], grads_a[name], 1e-6) for name in params
+              if name not in true_zeros}
     assert max(errors.values()) <= GRAD_TOL, errors
-    for name in _true_zero_grads(model, kwargs.get("train", True)):
-        np.testing.assert_allclose(grads_m[name], 0, atol=1e-14, err_msg=name)
+    for name in true_zeros:
+        # Exactly 0 in exact arithmetic; in float64 rounding noise of the size of the
+        # cancelling terms (dropout 0.9 scales activations, and so that noise, by 10).
+        np.testing.assert_allclose(grads_m[name], 0, atol=1e-12, err_msg=name)
     chex.assert_trees_all_close(state_m, state_a, rtol=1e-12, atol=0)
 
 
@@ -127,7 +131,7 @@ def test_manual_matches_autodiff_in_evaluation_and_jitted(x64, normalization):
     assert _rel_error(g_m, g_a, 1e-6) <= GRAD_TOL
 
 
-@x64_settings
+@settings(x64_settings, max_examples=10)
 @given(
     depth=st.integers(1, 3),
     normalization=st.sampled_from(NORMS),
