@@ -102,7 +102,8 @@ class Solver:
         each minibatch is split over its devices, everything else is replicated.
 
     After ``train()``: ``loss_history`` (one entry per iteration), ``train_acc_history`` and
-    ``val_acc_history`` (one per epoch, plus the start), ``best_val_acc``, ``best_params``;
+    ``val_acc_history`` (one per epoch, plus the start), ``best_val_acc``, ``best_params``
+    (a tie goes to the later epoch, which has trained longer; cs231n keeps the earlier);
     ``params`` and ``model_state`` hold the best ones.
     """
 
@@ -255,7 +256,7 @@ class Solver:
         val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples, key=k_val)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
-        if val_acc > self.best_val_acc or not self.val_acc_history[:-1]:
+        if val_acc >= self.best_val_acc or not self.val_acc_history[:-1]:
             self.best_val_acc = val_acc
             self.best_epoch = epoch
             self.best_params = self.params

@@ -463,7 +463,7 @@ class _Programs:
             k_train, k_val = jax.random.split(jax.random.fold_in(carry.key, 2 * e + 1))
             train_acc = subsample_accuracy(params, state, X, y, k_train, num_train_samples)
             val_acc = subsample_accuracy(params, state, Xv, yv, k_val, num_val_samples)
-            better = carry.alive & (val_acc > carry.best_val_acc)
+            better = carry.alive & (val_acc >= carry.best_val_acc)
             pick = lambda a, b: jnp.where(better, a, b)
             carry = carry._replace(
                 best_params=jax.tree_util.tree_map(pick, params, carry.best_params),
