@@ -207,15 +207,23 @@ class FullyConnectedNet:
         return float(self.weight_scale)
 
     def init(self, key: Array) -> tuple[Params, State]:
-        """Weights from N(0, std^2), biases 0, gamma 1, beta 0; running statistics 0."""
+        """Weights from N(0, std^2), biases 0, gamma 1, beta 0; running statistics 0.
+
+        All weights come from one draw of ``sum(fan_in * fan_out)`` standard normals, cut
+        layer by layer: one random-number program to compile instead of one per layer.
+        """
         require_dtype_available(self.dtype)
         params: Params = {}
-        keys = jax.random.split(key, self.num_layers)
-        for name, shape in self.param_shapes().items():
+        shapes = self.param_shapes()
+        weights = [(name, shape) for name, shape in shapes.items() if name.startswith("W")]
+        normals = jax.random.normal(key, (sum(a * b for _, (a, b) in weights),), self.dtype)
+        offset = 0
+        for name, shape in shapes.items():
             if name.startswith("W"):
-                i = int(name[1:])
+                size = shape[0] * shape[1]
                 std = self._weight_std(shape[0])
-                params[name] = std * jax.random.normal(keys[i - 1], shape, self.dtype)
+                params[name] = std * normals[offset:offset + size].reshape(shape)
+                offset += size
             elif name.startswith("gamma"):
                 params[name] = jnp.ones(shape, self.dtype)
             else:

@@ -152,15 +152,23 @@ class Solver:
         self.optimizer = get_optimizer(self.update_rule, **self.optim_config)
         if self.max_grad_norm is not None:
             self.optimizer = clip_by_global_norm(self.optimizer, float(self.max_grad_norm))
-        init_key, self.key = jax.random.split(key if key is not None else jax.random.key(seed))
         self.data_seed = data_seed
         self.data_key = None if data_seed is None else jax.random.key(data_seed)
-        if params is None:
-            params, init_state = model.init(init_key)
-            model_state = init_state if model_state is None else model_state
-        elif model_state is None:
-            model_state = model.init(jax.random.key(0))[1]
-        opt_state = self.optimizer.init(params)
+        # One compiled program builds the keys and all initial state: each eager operation
+        # would be compiled on its own, which dominates the time to the first step.
+        optimizer = self.optimizer
+
+        def start(root, params, model_state):
+            root = jax.random.key(root) if root.dtype == jnp.int32 else root
+            init_key, run_key = jax.random.split(root)
+            if params is None or model_state is None:
+                init_params, init_state = model.init(init_key)
+                params = init_params if params is None else params
+                model_state = init_state if model_state is None else model_state
+            return run_key, params, model_state, optimizer.init(params)
+
+        root = key if key is not None else jnp.asarray(seed, jnp.int32)
+        self.key, params, model_state, opt_state = jax.jit(start)(root, params, model_state)
         self.base_learning_rate = float(
             self.optim_config.get("learning_rate", opt_state.hyperparams["learning_rate"])
         )

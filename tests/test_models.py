@@ -96,8 +96,9 @@ def _assert_manual_matches_autodiff(model, params, state, X, y, **kwargs):
     assert max(errors.values()) <= GRAD_TOL, errors
     for name in true_zeros:
         # Exactly 0 in exact arithmetic; in float64 rounding noise of the size of the
-        # cancelling terms (dropout 0.9 scales activations, and so that noise, by 10).
-        np.testing.assert_allclose(grads_m[name], 0, atol=1e-12, err_msg=name)
+        # cancelling terms, which grow with the activations (large weights, dropout 0.9).
+        scale = max(1.0, *(float(np.max(np.abs(g))) for g in jax.tree.leaves(grads_a)))
+        np.testing.assert_allclose(grads_m[name], 0, atol=1e-10 * scale, err_msg=name)
     chex.assert_trees_all_close(state_m, state_a, rtol=1e-12, atol=0)
 
 
