@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- train
 
 
-def _new_run_dir() -> Path:
-    base = Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+def new_run_dir(prefix: str = "") -> Path:
+    """A folder name under ``runs/`` that does not exist yet: ``runs/<prefix><timestamp>``."""
+    base = Path("runs") / time.strftime(f"{prefix}%Y%m%d-%H%M%S")
     path, i = base, 1
     while path.exists():
         path, i = Path(f"{base}-{i}"), i + 1
@@ -224,7 +225,7 @@ def train_command(args) -> int:
     from jaxfc.models import FullyConnectedNet
     from jaxfc.solver import Solver
 
-    out = args.out if args.out is not None else _new_run_dir()
+    out = args.out if args.out is not None else new_run_dir()
     checkpoint_path = out / CHECKPOINT_FILE
     if args.resume:
         if args.out is None:

@@ -1070,17 +1070,9 @@ def _cli_space(args) -> tuple[dict, dict]:
     return fixed, varying
 
 
-def _new_out_dir() -> Path:
-    base = Path("runs") / time.strftime("sweep-%Y%m%d-%H%M%S")
-    path, i = base, 1
-    while path.exists():
-        path, i = Path(f"{base}-{i}"), i + 1
-    return path
-
-
 def sweep_command(args) -> int:
     """``jaxfc sweep``: run the sweep and write its files into ``--out``."""
-    from jaxfc.cli import _load_data
+    from jaxfc.cli import _load_data, new_run_dir
     from jaxfc.models import FullyConnectedNet
     from jaxfc.solver import Solver
 
@@ -1095,7 +1087,7 @@ def sweep_command(args) -> int:
         settings = random_search(args.search_seed, args.random, **varying)
     else:
         settings = grid(**varying) if varying else None
-    out = args.out if args.out is not None else _new_out_dir()
+    out = args.out if args.out is not None else new_run_dir("sweep-")
     if (out / "summary.json").exists():
         raise ValueError(f"{out} already holds a sweep (summary.json); choose another --out")
 
