@@ -1,10 +1,10 @@
 """jaxfc: fully-connected neural networks in JAX, as pure functions with hand-written
 backward passes checked against ``jax.grad``, trained by jit-compiled programs."""
 
-from jaxfc import layers, losses, ops, optim, schedules
+from jaxfc import gradcheck, layers, losses, ops, optim, schedules
 from jaxfc.data import load_cifar10, load_dataset, load_digits, load_mnist
 from jaxfc.layers import BatchNormState
-from jaxfc.models import FullyConnectedNet, TwoLayerNet
+from jaxfc.models import FullyConnectedNet, TwoLayerNet, compare_gradients
 from jaxfc.optim import Optimizer, get_optimizer
 from jaxfc.solver import Solver
 
@@ -16,7 +16,9 @@ __all__ = [
     "Optimizer",
     "Solver",
     "TwoLayerNet",
+    "compare_gradients",
     "get_optimizer",
+    "gradcheck",
     "layers",
     "load_cifar10",
     "load_dataset",
