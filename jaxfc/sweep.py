@@ -721,6 +721,7 @@ def sweep(
     keep_params: bool = True,
     shared_batches: bool = False,
     data_seed: int = 0,
+    mesh=None,
     verbose: bool = True,
 ) -> SweepResult:
     """Train one model per setting (times each seed) at once; see the module docstring.
@@ -748,6 +749,9 @@ def sweep(
         the seeds still set the initialization and dropout. The models then share each
         minibatch, so the first layer of all K models is one large matrix product: much
         faster on CPUs. Model k equals ``Solver(..., seed=seed_k, data_seed=data_seed)``.
+      mesh: a device mesh (:func:`jaxfc.parallel.data_mesh`): the models are spread over
+        its devices (each device trains chunk / num_devices of them), the data replicated.
+        Chunks are rounded up to a multiple of the device count.
       verbose: print one line per epoch (per chunk) with the best validation accuracy so far.
     """
     from jaxfc.models import GRADIENT_MODES
@@ -798,6 +802,15 @@ def sweep(
         model, optimizer, batch_size=batch_size, num_train=X.shape[0], num_val=Xv.shape[0],
         num_train_samples=num_train_samples, num_val_samples=num_val_samples)
     chunk, num_chunks = _chunk_size(K, max_models_in_memory, per_model, _tree_bytes(shared))
+    spread = lambda tree: tree
+    if mesh is not None:
+        from jaxfc.parallel import batch_sharded, replicate
+
+        devices = mesh.devices.size
+        chunk = -(-chunk // devices) * devices
+        num_chunks = -(-K // chunk)
+        X, y, Xv, yv = shared = replicate(shared, mesh)
+        spread = lambda tree: jax.device_put(tree, batch_sharded(mesh))
     data_key = jax.random.key(data_seed) if shared_batches else None
     programs = _Programs(model, optimizer, batch_size=batch_size, steps_per_epoch=steps,
                          gradients=gradients, num_train_samples=num_train_samples,
@@ -848,7 +861,8 @@ def sweep(
         model_hp = {n: jnp.asarray([settings[k][n] for k in padded], dtype) for n in model_names}
         prefix = f"[chunk {c + 1}/{num_chunks}] " if num_chunks > 1 else ""
         t_chunk = time.perf_counter()
-        carry = programs.init(root_keys, opt_hp, jnp.asarray(scales[idx]))
+        carry = spread(programs.init(root_keys, opt_hp, jnp.asarray(scales[idx])))
+        model_hp = spread(model_hp)
         carry, tr, va = programs.record(carry, jnp.int32(0), shared)
         tr, va = np.asarray(tr), np.asarray(va)
         train_h[members, 0], val_h[members, 0] = tr[:n_real], va[:n_real]
@@ -856,7 +870,7 @@ def sweep(
         for e in range(E):
             t_epoch = time.perf_counter()
             batch_key = None if data_key is None else jax.random.fold_in(data_key, e)
-            carry, losses = programs.train(carry, model_hp, jnp.asarray(lrs[idx, e]),
+            carry, losses = programs.train(carry, model_hp, spread(jnp.asarray(lrs[idx, e])),
                                            jnp.int32(e), X, y, batch_key)
             carry, tr, va = programs.record(carry, jnp.int32(e + 1), shared)
             losses, tr, va, now_alive = jax.device_get((losses, tr, va, carry.alive))

@@ -18,14 +18,20 @@ SCRIPT = Path(__file__).parent / "scripts" / "data_parallel_check.py"
 
 
 @pytest.fixture(scope="module")
-def report():
+def report_lines():
     env = dict(os.environ)
     env.pop("XLA_FLAGS", None)
     result = subprocess.run(
         [sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, timeout=600
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in result.stdout.strip().splitlines()
+            if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def report(report_lines):
+    return report_lines[0]
 
 
 def test_runs_on_eight_devices(report):
@@ -57,3 +63,15 @@ def test_batch_not_divisible_by_devices_names_the_fix():
 def test_asking_for_more_devices_than_exist_is_an_error():
     with pytest.raises(ValueError, match="JAX sees"):
         data_mesh(len(jax.devices()) + 1)
+
+
+@pytest.fixture(scope="module")
+def sweep_report(report_lines):
+    return report_lines[-1]
+
+
+def test_sweep_spreads_models_over_the_devices(sweep_report):
+    # 6 models on 8 devices: the chunk is rounded up to a multiple of the device count.
+    assert sweep_report["sweep_chunk_size"] == 8
+    assert sweep_report["sweep_max_diff"] < 1e-4
+    assert sweep_report["sweep_val_diff"] < 0.011

@@ -49,3 +49,19 @@ print(json.dumps({
     "all_reduces": compiled.as_text().count("all-reduce("),
     "sharding_spec": str(batch_sharded(mesh).spec),
 }))
+
+# Sweeps spread their models over the devices.
+from jaxfc.sweep import sweep  # noqa: E402
+
+sweep_model = FullyConnectedNet((16,), input_dim=64, num_classes=10)
+sweep_options = dict(update_rule="sgd", num_epochs=1, batch_size=64, verbose=False,
+                     num_train_samples=200)
+settings = {"learning_rate": [0.01, 0.02, 0.05, 0.1, 0.2, 0.3]}
+spread = sweep(sweep_model, data, settings, mesh=mesh, **sweep_options)
+together = sweep(sweep_model, data, settings, **sweep_options)
+print(json.dumps({
+    "sweep_chunk_size": spread.chunk_size,
+    "sweep_max_diff": float(np.nanmax(np.abs(spread.loss_history - together.loss_history))),
+    "sweep_val_diff": float(np.nanmax(np.abs(spread.val_acc_history
+                                             - together.val_acc_history))),
+}))
