@@ -56,7 +56,9 @@ EXPECTATIONS = {
             (r"weight scales \(of 9\) reaching 80% validation accuracy: "
              rf"\{{'baseline': {NUM}, 'batchnorm': {NUM}\}}", lambda base, bn: bn >= base + 3),
         ],
-        "gradient_tables": (4, 1e-5),
+        # The whole-model table's max is the biases before batch norm against the numeric
+        # gradient (exactly 0 vs noise); the notebook asserts the other rows to 1e-5 itself.
+        "gradient_tables": (4, 1e-2),
     },
     "Dropout": {
         "figures": 1,

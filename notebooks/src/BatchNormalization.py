@@ -194,7 +194,12 @@ with jax.enable_x64(True):
     params, state = model.init(k3)
     report = compare_gradients(model, params, state, X, y, numeric=True)
 print(report)
-report.assert_close(1e-5)
+# b1 and b2 feed batch norm: their exact gradient is 0, so against the numeric gradient
+# (noise ~1e-11) cs231n's relative error measures only noise. Hold every other parameter to
+# 1e-5 against the numeric gradient, and all of them to 1e-7 against autodiff.
+zero_gradient = {"b1", "b2"}
+assert all(row.errors["numeric"] < 1e-5 for row in report.rows if row.name not in zero_gradient)
+assert all(row.errors["autodiff"] < 1e-7 for row in report.rows)
 
 # %% [markdown]
 # ## Batch norm makes deep networks train faster

@@ -162,8 +162,8 @@ plt.show()
 
 # %% [markdown]
 # All the networks fit the 50 training examples; those trained with dropout generalize
-# better, for every initialization: higher validation accuracy and a clearly lower validation
-# loss (without dropout the network becomes confidently wrong on the examples it
+# better on average over the initializations: higher validation accuracy and a clearly lower
+# validation loss (without dropout the network becomes confidently wrong on the examples it
 # misclassifies).
 
 # %%
@@ -174,6 +174,5 @@ print(f"mean over seeds: val acc {val_acc[0.0].mean():.3f} -> {val_acc[0.5].mean
       f"val loss {val_loss[0.0].mean():.3f} -> {val_loss[0.5].mean():.3f} with dropout")
 if ON_DIGITS:
     assert np.all(none["train_acc"][:, -1] == 1.0) and np.all(drop["train_acc"][:, -1] == 1.0)
-    assert np.all(val_acc[0.5] > val_acc[0.0]) and np.all(val_loss[0.5] < val_loss[0.0] - 0.05)
     assert val_acc[0.5].mean() > val_acc[0.0].mean() + 0.01
     assert val_loss[0.5].mean() < val_loss[0.0].mean() - 0.1
