@@ -274,19 +274,8 @@ def sgd(learning_rate: float = 1e-2) -> Optimizer:
     return Optimizer(init, update)
 
 
-def sgd_momentum(learning_rate: float = 1e-2, momentum: float = 0.9) -> Optimizer:
-    """SGD with momentum, cs231n form::
-
-        v <- mu * v - lr * dw
-        w <- w + v
-
-    ``v`` starts at zero. PyTorch/Optax/stax store ``b <- mu * b + dw; w <- w - lr * b``
-    instead. With a constant learning rate the two give identical parameters (``v = -lr * b``);
-    when the learning rate changes they differ: here ``v`` keeps steps taken at the old rate,
-    there the whole buffer is rescaled by the new one.
-
-    State: ``MomentumState(velocity, hyperparams={'learning_rate', 'momentum'})``.
-    """
+def _momentum_optimizer(learning_rate, momentum, step) -> Optimizer:
+    """A velocity-based rule: ``step(w, g, v, mu, lr) -> (new_w, new_v)`` per leaf."""
     _check_number("learning_rate", learning_rate, lo=0.0)
     _check_number("momentum", momentum, lo=0.0, hi=1.0, hi_open=True)
 
@@ -301,13 +290,33 @@ def sgd_momentum(learning_rate: float = 1e-2, momentum: float = 0.9) -> Optimize
         params, grads = _prepare(params, grads, ("state.velocity", state.velocity))
 
         def leaf(w, g, v):
-            v = _hp(state, "momentum", w) * v - _hp(state, "learning_rate", w) * g
-            return w + v, v
+            return step(w, g, v, _hp(state, "momentum", w), _hp(state, "learning_rate", w))
 
         new, velocity = _map_unzip(leaf, 2, params, grads, state.velocity)
         return new, state._replace(velocity=velocity)
 
     return Optimizer(init, update)
+
+
+def sgd_momentum(learning_rate: float = 1e-2, momentum: float = 0.9) -> Optimizer:
+    """SGD with momentum, cs231n form::
+
+        v <- mu * v - lr * dw
+        w <- w + v
+
+    ``v`` starts at zero. PyTorch/Optax/stax store ``b <- mu * b + dw; w <- w - lr * b``
+    instead. With a constant learning rate the two give identical parameters (``v = -lr * b``);
+    when the learning rate changes they differ: here ``v`` keeps steps taken at the old rate,
+    there the whole buffer is rescaled by the new one.
+
+    State: ``MomentumState(velocity, hyperparams={'learning_rate', 'momentum'})``.
+    """
+
+    def step(w, g, v, mu, lr):
+        v = mu * v - lr * g
+        return w + v, v
+
+    return _momentum_optimizer(learning_rate, momentum, step)
 
 
 def nesterov_momentum(learning_rate: float = 1e-2, momentum: float = 0.9) -> Optimizer:
@@ -323,28 +332,12 @@ def nesterov_momentum(learning_rate: float = 1e-2, momentum: float = 0.9) -> Opt
 
     State: ``MomentumState(velocity, hyperparams={'learning_rate', 'momentum'})``.
     """
-    _check_number("learning_rate", learning_rate, lo=0.0)
-    _check_number("momentum", momentum, lo=0.0, hi=1.0, hi_open=True)
 
-    def init(params):
-        params = _as_float_tree(params, "params")
-        return MomentumState(
-            _zeros_like_tree(params),
-            _hyperparams(learning_rate=learning_rate, momentum=momentum),
-        )
+    def step(w, g, v_prev, mu, lr):
+        v = mu * v_prev - lr * g
+        return w - mu * v_prev + (1 + mu) * v, v
 
-    def update(params, grads, state):
-        params, grads = _prepare(params, grads, ("state.velocity", state.velocity))
-
-        def leaf(w, g, v_prev):
-            mu = _hp(state, "momentum", w)
-            v = mu * v_prev - _hp(state, "learning_rate", w) * g
-            return w - mu * v_prev + (1 + mu) * v, v
-
-        new, velocity = _map_unzip(leaf, 2, params, grads, state.velocity)
-        return new, state._replace(velocity=velocity)
-
-    return Optimizer(init, update)
+    return _momentum_optimizer(learning_rate, momentum, step)
 
 
 def rmsprop(
