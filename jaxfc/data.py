@@ -173,6 +173,22 @@ def _finish(data: dict[str, Any], class_names: list[str], subtract_mean: bool) -
     return _subtract_mean_inplace(data) if subtract_mean else data
 
 
+def _split_in_file_order(folder, X_all, y_all, X_test, y_test, num_training, num_validation,
+                         num_test) -> dict:
+    """The assignment's split: train, then validation, from the training files in order;
+    the first ``num_test`` test samples."""
+    _check_split_sizes(folder, num_training, num_validation, len(y_all), num_test, len(y_test))
+    val_end = num_training + num_validation
+    return {
+        "X_train": X_all[:num_training],
+        "y_train": y_all[:num_training],
+        "X_val": X_all[num_training:val_end],
+        "y_val": y_all[num_training:val_end],
+        "X_test": X_test[:num_test],
+        "y_test": y_test[:num_test],
+    }
+
+
 def _check_split_sizes(
     folder: Path, num_training: int, num_validation: int, n_train: int, num_test: int, n_test: int
 ) -> None:
@@ -341,16 +357,8 @@ def load_cifar10(
     X_all = np.concatenate([p[0] for p in parts])
     y_all = np.concatenate([p[1] for p in parts])
     X_test, y_test = _load_cifar_batch(folder / CIFAR10_TEST_FILE)
-    _check_split_sizes(folder, num_training, num_validation, len(y_all), num_test, len(y_test))
-    val_end = num_training + num_validation
-    data = {
-        "X_train": X_all[:num_training],
-        "y_train": y_all[:num_training],
-        "X_val": X_all[num_training:val_end],
-        "y_val": y_all[num_training:val_end],
-        "X_test": X_test[:num_test],
-        "y_test": y_test[:num_test],
-    }
+    data = _split_in_file_order(folder, X_all, y_all, X_test, y_test, num_training,
+                                num_validation, num_test)
     return _finish(data, _cifar_class_names(folder), subtract_mean)
 
 
@@ -446,16 +454,8 @@ def load_mnist(
     X_test, y_test = _load_mnist_pair(folder, "test")
     if num_training is None:
         num_training = max(len(y_all) - num_validation, 0)
-    _check_split_sizes(folder, num_training, num_validation, len(y_all), num_test, len(y_test))
-    val_end = num_training + num_validation
-    data = {
-        "X_train": X_all[:num_training],
-        "y_train": y_all[:num_training],
-        "X_val": X_all[num_training:val_end],
-        "y_val": y_all[num_training:val_end],
-        "X_test": X_test[:num_test],
-        "y_test": y_test[:num_test],
-    }
+    data = _split_in_file_order(folder, X_all, y_all, X_test, y_test, num_training,
+                                num_validation, num_test)
     data = _finish(data, [str(i) for i in range(10)], subtract_mean=False)
     if scale:
         for split in _SPLITS:
