@@ -19,6 +19,17 @@ __all__ = [
 ]
 
 
+def _at_both_sides(f, x, ix, h):
+    """``(f(x + h e_ix), f(x - h e_ix))``, perturbing ``x`` in place and restoring it."""
+    oldval = x[ix]
+    x[ix] = oldval + h
+    plus = np.array(f(x), copy=True)
+    x[ix] = oldval - h
+    minus = np.array(f(x), copy=True)
+    x[ix] = oldval
+    return plus, minus
+
+
 def eval_numerical_gradient(f, x, verbose=True, h=0.00001):
     """Numeric gradient of a scalar function ``f`` at ``x``:
     ``grad[i] = (f(x + h e_i) - f(x - h e_i)) / (2h)``. Prints each entry when verbose."""
@@ -26,12 +37,7 @@ def eval_numerical_gradient(f, x, verbose=True, h=0.00001):
     it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
     while not it.finished:
         ix = it.multi_index
-        oldval = x[ix]
-        x[ix] = oldval + h
-        fxph = f(x)
-        x[ix] = oldval - h
-        fxmh = f(x)
-        x[ix] = oldval
+        fxph, fxmh = _at_both_sides(f, x, ix, h)
         grad[ix] = (fxph - fxmh) / (2 * h)
         if verbose:
             print(ix, grad[ix])
@@ -45,14 +51,8 @@ def eval_numerical_gradient_array(f, x, df, h=1e-5):
     grad = np.zeros_like(x)
     it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
     while not it.finished:
-        ix = it.multi_index
-        oldval = x[ix]
-        x[ix] = oldval + h
-        pos = np.array(f(x), copy=True)
-        x[ix] = oldval - h
-        neg = np.array(f(x), copy=True)
-        x[ix] = oldval
-        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
+        pos, neg = _at_both_sides(f, x, it.multi_index, h)
+        grad[it.multi_index] = np.sum((pos - neg) * df) / (2 * h)
         it.iternext()
     return grad
 
@@ -62,12 +62,7 @@ def grad_check_sparse(f, x, analytic_grad, num_checks=10, h=1e-5):
     entries (drawn with Python's ``random.randrange``), printing each comparison."""
     for _ in range(num_checks):
         ix = tuple(randrange(m) for m in x.shape)
-        oldval = x[ix]
-        x[ix] = oldval + h
-        fxph = f(x)
-        x[ix] = oldval - h
-        fxmh = f(x)
-        x[ix] = oldval
+        fxph, fxmh = _at_both_sides(f, x, ix, h)
         grad_numerical = (fxph - fxmh) / (2 * h)
         grad_analytic = analytic_grad[ix]
         rel_err = abs(grad_numerical - grad_analytic) / (abs(grad_numerical) + abs(grad_analytic))
