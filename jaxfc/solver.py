@@ -29,9 +29,12 @@ from jaxfc import checkpoint as ckpt
 from jaxfc.models import GRADIENT_MODES
 from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.parallel import check_batch_divisible, replicate
-from jaxfc.training import TrainState, make_accuracy, make_train_epoch
+from jaxfc.training import TrainState, make_accuracy, make_train_epoch, transpose_weights
 
 DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
+
+# Model layout <-> kernel layout (its own inverse); see jaxfc.training.
+_swap_layout = jax.jit(transpose_weights)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -165,16 +168,17 @@ class Solver:
                 init_params, init_state = model.init(init_key)
                 params = init_params if params is None else params
                 model_state = init_state if model_state is None else model_state
-            return run_key, params, model_state, optimizer.init(params)
+            # The state lives in the compiled epoch's kernel layout (weights stored
+            # (out, in)); ``train_state`` and ``best_params`` convert on access.
+            state = TrainState(params, model_state, optimizer.init(params))
+            return run_key, transpose_weights(state)
 
         root = key if key is not None else jnp.asarray(seed, jnp.int32)
-        self.key, params, model_state, opt_state = jax.jit(start)(root, params, model_state)
-        self.base_learning_rate = float(
-            self.optim_config.get("learning_rate", opt_state.hyperparams["learning_rate"])
-        )
-        self.train_state = TrainState(params, model_state, opt_state)
+        self.key, self._state = jax.jit(start)(root, params, model_state)
+        self.base_learning_rate = float(self.optim_config.get(
+            "learning_rate", self._state.opt_state.hyperparams["learning_rate"]))
         if self.mesh is not None:
-            self.train_state = replicate(self.train_state, self.mesh)
+            self._state = replicate(self._state, self.mesh)
             self.X_train, self.y_train, self.X_val, self.y_val = replicate(
                 (self.X_train, self.y_train, self.X_val, self.y_val), self.mesh
             )
@@ -189,9 +193,11 @@ class Solver:
                 steps_per_epoch=self.steps_per_epoch,
                 gradients=self.gradients,
                 mesh=self.mesh,
+                state_layout="kernel",
             )
         )
         self._accuracy_fn = jax.jit(make_accuracy(model))
+        self._kernel_accuracy_fn = jax.jit(make_accuracy(model, state_layout="kernel"))
         self._reset()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -201,8 +207,8 @@ class Solver:
         self.epoch = 0
         self.best_val_acc = 0.0
         self.best_epoch = 0
-        self.best_params = self.train_state.params
-        self.best_model_state = self.train_state.model_state
+        self._best_params = self._state.params
+        self.best_model_state = self._state.model_state
         self.loss_history: list[float] = []
         self.train_acc_history: list[float] = []
         self.val_acc_history: list[float] = []
@@ -210,14 +216,33 @@ class Solver:
         self.epoch_time_history: list[float] = []
 
     @property
+    def train_state(self) -> TrainState:
+        """The last epoch's params, model state and optimizer state, in the model's layout
+        (a fresh conversion of the kernel-layout state the Solver trains on)."""
+        return _swap_layout(self._state)
+
+    @train_state.setter
+    def train_state(self, train_state: TrainState) -> None:
+        self._state = _swap_layout(TrainState(*train_state))
+
+    @property
+    def best_params(self):
+        """The parameters of the epoch with the best validation accuracy so far."""
+        return _swap_layout(self._best_params)
+
+    @best_params.setter
+    def best_params(self, params) -> None:
+        self._best_params = _swap_layout(params)
+
+    @property
     def params(self):
         """The best parameters once ``train()`` has returned (cs231n's convention), the
         current ones while training. ``train_state`` always holds the last epoch's."""
-        return self.best_params if self._trained else self.train_state.params
+        return _swap_layout(self._best_params if self._trained else self._state.params)
 
     @property
     def model_state(self):
-        return self.best_model_state if self._trained else self.train_state.model_state
+        return self.best_model_state if self._trained else self._state.model_state
 
     @property
     def opt_state(self):
@@ -233,7 +258,13 @@ class Solver:
     def check_accuracy(self, X, y, num_samples=None, batch_size=1000, *, key=None,
                        params=None, model_state=None) -> float:
         """Accuracy in evaluation mode on (a random subsample of ``num_samples`` of) X, y."""
-        params = self.params if params is None else params
+        if params is None and batch_size == 1000:
+            fn = self._kernel_accuracy_fn
+            params = self._best_params if self._trained else self._state.params
+        else:
+            fn = self._accuracy_fn if batch_size == 1000 else jax.jit(
+                make_accuracy(self.model, batch_size=batch_size))
+            params = self.params if params is None else params
         model_state = self.model_state if model_state is None else model_state
         X = jnp.asarray(X, self.model.dtype)
         y = jnp.asarray(y, jnp.int32)
@@ -242,9 +273,6 @@ class Solver:
             key = jax.random.key(0) if key is None else key
             idx = jax.random.permutation(key, n)[:num_samples]
             X, y = X[idx], y[idx]
-        fn = self._accuracy_fn if batch_size == 1000 else jax.jit(
-            make_accuracy(self.model, batch_size=batch_size)
-        )
         return float(fn(params, model_state, X, y))
 
     @staticmethod
@@ -267,7 +295,7 @@ class Solver:
         if val_acc >= self.best_val_acc or not self.val_acc_history[:-1]:
             self.best_val_acc = val_acc
             self.best_epoch = epoch
-            self.best_params = self.params
+            self._best_params = self._state.params
             self.best_model_state = self.model_state
         return train_acc, val_acc
 
@@ -298,8 +326,8 @@ class Solver:
         epoch = self.epoch
         start = time.perf_counter()
         lr = self.learning_rate_at(epoch)
-        opt_state = set_hyperparams(self.train_state.opt_state, learning_rate=lr)
-        ts = self.train_state._replace(opt_state=opt_state)
+        opt_state = set_hyperparams(self._state.opt_state, learning_rate=lr)
+        ts = self._state._replace(opt_state=opt_state)
         epoch_key = jax.random.fold_in(self.key, 2 * epoch)
         batch_key = None if self.data_key is None else jax.random.fold_in(self.data_key, epoch)
         new_ts, losses = self._epoch_fn(ts, self.X_train, self.y_train, epoch_key, {},
@@ -313,7 +341,7 @@ class Solver:
                 f"the solver keeps the state after epoch {epoch}. Try a smaller learning rate "
                 f"(now {lr:g}) or weight scale."
             )
-        self.train_state = new_ts
+        self._state = new_ts
         self.epoch = epoch + 1
         first_iteration = len(self.loss_history)
         self.loss_history.extend(float(v) for v in losses)

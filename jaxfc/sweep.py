@@ -50,7 +50,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
-from jaxfc.training import TrainState, make_accuracy, make_train_epoch
+from jaxfc.training import TrainState, make_accuracy, make_train_epoch, transpose_weights
 
 __all__ = [
     "Distribution",
@@ -399,7 +399,9 @@ def _chunk_size(num_models: int, max_models: int | None, per_model: int, data_by
 
 
 class _Carry(NamedTuple):
-    """Everything about one model that changes during a sweep."""
+    """Everything about one model that changes during a sweep. Its train state and best
+    parameters stay in the kernel layout (:func:`jaxfc.training.transpose_weights`) until
+    they leave the device."""
 
     train_state: TrainState
     key: jax.Array
@@ -420,8 +422,9 @@ class _Programs:
                  num_train_samples, num_val_samples, scale_weights, donate):
         self.traces = {"init": 0, "train": 0, "record": 0}
         epoch_fn = make_train_epoch(model, optimizer, batch_size=batch_size,
-                                    steps_per_epoch=steps_per_epoch, gradients=gradients)
-        accuracy = make_accuracy(model)
+                                    steps_per_epoch=steps_per_epoch, gradients=gradients,
+                                    state_layout="kernel")
+        accuracy = make_accuracy(model, state_layout="kernel")
         init_model = dataclasses.replace(model, weight_scale=1.0) if scale_weights else model
 
         def subsample_accuracy(params, state, X, y, key, num_samples):
@@ -442,6 +445,7 @@ class _Programs:
             if opt_hparams:
                 opt_state = set_hyperparams(opt_state, **opt_hparams)
             # best_val_acc -1: the first record always becomes the best, as in the Solver.
+            params, opt_state = transpose_weights((params, opt_state))
             return _Carry(TrainState(params, state, opt_state), key, params, state,
                           jnp.float32(-1.0), jnp.int32(0), jnp.bool_(True))
 
@@ -475,6 +479,8 @@ class _Programs:
 
         donated = (0,) if donate else ()
         self.init = jax.jit(jax.vmap(init))
+        self.best = jax.jit(jax.vmap(lambda c: (transpose_weights(c.best_params),
+                                                c.best_model_state)))
         self.train = jax.jit(jax.vmap(train, in_axes=(0, 0, 0, None, None, None, None)),
                              donate_argnums=donated)
         self.record = jax.jit(jax.vmap(record, in_axes=(0, None, None)), donate_argnums=donated)
@@ -896,7 +902,7 @@ def sweep(
                     f"{time.perf_counter() - t_epoch:.2f}s")
         best_val[members] = np.asarray(carry.best_val_acc)[:n_real]
         best_epoch[members] = np.asarray(carry.best_epoch)[:n_real]
-        bp, bs = jax.device_get((carry.best_params, carry.best_model_state))
+        bp, bs = jax.device_get(programs.best(carry))
         j = int(np.argmax(best_val[members]))
         if best_val[members[j]] > overall[0]:
             pick = lambda x, j=j: np.asarray(x[j])

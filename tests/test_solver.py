@@ -107,6 +107,27 @@ def test_history_lengths(run):
     assert np.mean(s.loss_history[-steps:]) < np.mean(s.loss_history[:steps])
 
 
+def test_public_state_is_in_the_model_layout(run):
+    """The Solver trains on weights stored (out, in); everything it hands out, checkpoints
+    included, is in the model's (in, out) layout, and setting train_state converts back."""
+    s, model = run["solver"], run["model"]
+    for tree in (s.params, s.best_params, s.train_state.params, s.train_state.opt_state.velocity):
+        assert tree["W1"].shape == (D, 16) and tree["W2"].shape == (16, C)
+    assert s._state.params["W1"].shape == (16, D)
+    scores, _ = model.apply(s.params, s.model_state, run["data"]["X_val"], train=False)
+    acc = np.mean(np.argmax(np.asarray(scores), axis=1) == run["data"]["y_val"])
+    assert acc == pytest.approx(s.best_val_acc)
+    assert s.check_accuracy(run["data"]["X_val"], run["data"]["y_val"]) == pytest.approx(acc)
+    flat, _ = load_checkpoint(run["tmp"] / f"ep_epoch_{EPOCHS}.npz")
+    for name in ("['train_state'].params['W1']", "['train_state'].opt_state.velocity['W1']",
+                 "['best_params']['W1']"):
+        assert flat[name].shape == (D, 16), name
+    other = Solver(model, run["data"], update_rule="sgd_momentum", verbose=False, seed=5)
+    other.train_state = s.train_state
+    assert_trees_equal(other.train_state, s.train_state)
+    assert_trees_equal(other._state, s._state)
+
+
 def test_steps_per_epoch_at_least_one():
     data = blobs(30, 10)
     s = Solver(small_net(), data, batch_size=50, num_epochs=1, verbose=False)

@@ -12,6 +12,7 @@ from jaxfc.training import (
     make_accuracy,
     make_train_epoch,
     minibatch_indices,
+    transpose_weights,
 )
 
 
@@ -172,3 +173,63 @@ def test_accuracy_padding_never_counts_as_correct():
         assert float(acc_fn(params, state, X, wrong)) == 0.0
         right = np.full((11,), k, np.int32)
         assert float(acc_fn(params, state, X, right)) == 1.0
+
+
+# ----------------------------------------------------------------------------- weight layout
+
+
+def test_transpose_weights_transposes_only_weight_matrices_and_is_an_involution():
+    model = FullyConnectedNet(hidden_dims=(5, 4), input_dim=6, num_classes=3,
+                              normalization="batchnorm")
+    params, state = model.init(jax.random.key(0))
+    opt_state = adam(1e-3).init(params)
+    tree = TrainState(params, state, opt_state)
+    swapped = transpose_weights(tree)
+    for name in ("W1", "W2", "W3"):
+        for got, want in ((swapped.params[name], params[name]),
+                          (swapped.opt_state.m[name], opt_state.m[name]),
+                          (swapped.opt_state.v[name], opt_state.v[name])):
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(want).T)
+    # Biases, norm parameters, running statistics and hyperparameters are untouched.
+    for name in ("b1", "gamma1", "beta2"):
+        np.testing.assert_array_equal(np.asarray(swapped.params[name]), np.asarray(params[name]))
+    assert_same = lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    jax.tree_util.tree_map(assert_same, swapped.model_state, state)
+    jax.tree_util.tree_map(assert_same, swapped.opt_state.hyperparams, opt_state.hyperparams)
+    jax.tree_util.tree_map(assert_same, transpose_weights(swapped), tree)
+    # A leaf that only looks like a weight by name but is not a matrix stays as it is.
+    odd = {"W1": jnp.ones(3), "Wx": jnp.ones((2, 3)), "W12": jnp.ones((2, 3))}
+    got = transpose_weights(odd)
+    assert got["W1"].shape == (3,) and got["Wx"].shape == (2, 3) and got["W12"].shape == (3, 2)
+
+
+@pytest.mark.parametrize("gradients", ["manual", "autodiff"])
+def test_kernel_layout_epoch_matches_model_layout_epoch(x64, gradients):
+    model = FullyConnectedNet(hidden_dims=(16, 12), input_dim=6, num_classes=4, dtype=np.float64,
+                              normalization="layernorm", dropout=0.2, reg=1e-3)
+    X, y = _blobs(64, 6, 4, seed=3, dtype=np.float64)
+    params, state = model.init(jax.random.key(0))
+    optimizer = adam(1e-2)
+    ts = TrainState(params, state, optimizer.init(params))
+    common = dict(batch_size=16, steps_per_epoch=4, gradients=gradients)
+    by_model = jax.jit(make_train_epoch(model, optimizer, **common))
+    by_kernel = jax.jit(make_train_epoch(model, optimizer, state_layout="kernel", **common))
+    key = jax.random.key(7)
+    want, want_losses = by_model(ts, X, y, key, {})
+    got, losses = by_kernel(transpose_weights(ts), X, y, key, {})
+    assert got.params["W1"].shape == (16, 6)
+    np.testing.assert_allclose(np.asarray(losses), np.asarray(want_losses), rtol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(transpose_weights(got)),
+                    jax.tree_util.tree_leaves(want), strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+    acc = make_accuracy(model)(want.params, want.model_state, X, y)
+    kernel_acc = make_accuracy(model, state_layout="kernel")(got.params, got.model_state, X, y)
+    assert float(acc) == float(kernel_acc)
+
+
+def test_unknown_state_layout_is_rejected_by_name():
+    model = FullyConnectedNet(hidden_dims=(4,), input_dim=3, num_classes=2)
+    with pytest.raises(ValueError, match="state_layout must be one of .*'columns'"):
+        make_train_epoch(model, adam(), batch_size=2, steps_per_epoch=1, state_layout="columns")
+    with pytest.raises(ValueError, match="state_layout"):
+        make_accuracy(model, state_layout="rows")

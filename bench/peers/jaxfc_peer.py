@@ -40,7 +40,7 @@ class JaxfcTrainer(Trainer):
         self.model = workload.jaxfc_model("bfloat16" if config.dtype == "bfloat16" else None)
         self.solver = _solver(self.model, params, X, y, workload.batch_size, config, gradients)
         self.steps_per_call = self.solver.steps_per_epoch
-        self.train_state = self.solver.train_state
+        self.train_state = self.solver._state  # the kernel layout the epoch runs on
         self.epoch = 0
         self.params, self.config, self.gradients = params, config, gradients
         self.X, self.y, self.batch_size = X, y, workload.batch_size
@@ -61,7 +61,7 @@ class JaxfcTrainer(Trainer):
         solver = _solver(self.model, self.params, self.X[:B], self.y[:B], B, self.config,
                          self.gradients)
         assert solver.steps_per_epoch == 1
-        ts, losses = solver.train_state, []
+        ts, losses = solver._state, []
         for step, idx in enumerate(indices):
             Xb = jnp.asarray(self.X[idx], self.model.dtype)
             yb = jnp.asarray(self.y[idx], jnp.int32)
