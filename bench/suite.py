@@ -426,6 +426,26 @@ def run_workload(wname, peer_names, config, args, env, tmpdir) -> dict:
     return result
 
 
+def measure_cached_first_step(args, config, env, tmpdir, workload_result) -> dict:
+    """jaxfc's time to the first step on W1 with its persistent compilation cache
+    (``jaxfc.enable_compilation_cache``, on by default in the ``jaxfc`` command): two fresh
+    workers share an empty cache folder; the first compiles and writes it (cold), the second
+    loads the programs (warm: a rerun of the same experiment)."""
+    peer = workload_result["peers"].get("jaxfc-manual")
+    if not peer:
+        return {"measured": False, "note": "not measured: jaxfc-manual did not run on W1"}
+    per_step = workload_result["batch_size"] / peer["samples_per_s"]
+    params_path = os.path.join(tmpdir, "W1_params.npz")
+    cache_env = {**env, "JAXFC_BENCH_CACHE_DIR": os.path.join(tmpdir, "xla-cache")}
+    result = {"measured": True}
+    for run in ("cold", "warm"):
+        w = Worker("jaxfc-manual", "W1", config, args.samples, params_path, cache_env)
+        w.close()
+        spc = w.hello["steps_per_call"]
+        result[f"{run}_s"] = w.hello["first_call_s"] - (spc - 1) * per_step
+    return result
+
+
 def measure_sweep(args, env) -> dict:
     """16 TwoLayerNets (seeds 0-15, learning rates 3e-4 to 3e-3) trained at once by
     ``jaxfc.sweep.sweep`` vs the same 16 trained by 16 Solvers one after another, in a fresh
@@ -540,8 +560,13 @@ def targets(report) -> list[dict]:
         rows.append({"target": "W1: jaxfc >= 40% of the matmul peak", "value": 100 * pct,
                      "goal": 40, "fmt": "{:.1f}%"})
         first = wl["W1"]["peers"]["jaxfc-manual"]["first_step_s"]
-        rows.append({"target": "W1: jaxfc time to the first step <= 0.5 s", "value": first,
-                     "goal": 0.5, "fmt": "{:.2f} s", "lower": True})
+        rows.append({"target": "W1: jaxfc time to the first step <= 0.5 s (no cache)",
+                     "value": first, "goal": 0.5, "fmt": "{:.2f} s", "lower": True})
+        cached = report.get("cached_first_step", {})
+        if cached.get("measured"):
+            rows.append({"target": "W1: the same, rerun with jaxfc's compilation cache",
+                         "value": cached["warm_s"], "goal": 0.5, "fmt": "{:.2f} s",
+                         "lower": True})
     sweep = report.get("sweep", {})
     full = sweep.get("measured") and sweep.get("models") == SWEEP_MODELS
     note = sweep.get("note") if not sweep.get("measured") else (
@@ -610,6 +635,13 @@ def render(report) -> str:
     lines += ["", "Workloads: " + "; ".join(
         f"{w} = {r['description']}, {r['flops_per_sample'] / 1e6:.2f} MFLOP/sample"
         for w, r in report["workloads"].items()) + ".", ""]
+    cached = report.get("cached_first_step", {})
+    if cached.get("measured"):
+        lines += [f"jaxfc's first step on W1 with its compilation cache "
+                  f"(`jaxfc.enable_compilation_cache`, on in the `jaxfc` command): "
+                  f"{cached['cold_s']:.2f} s when it compiles and writes the cache, "
+                  f"{cached['warm_s']:.2f} s when a fresh process reruns it "
+                  f"(the table's first step runs without a cache, like the other peers).", ""]
     sweep = report["sweep"]
     if sweep.get("measured"):
         lines.append(
@@ -729,6 +761,10 @@ def main(argv=None) -> int:
             report["workloads"][w] = run_workload(w, args.peers, config, args, env, tmpdir)
             if args.json:  # partial results survive a run that is cut short
                 args.json.write_text(json.dumps(report, indent=1))
+        if "W1" in report["workloads"]:
+            _log("first step with the compilation cache")
+            report["cached_first_step"] = measure_cached_first_step(
+                args, config, env, tmpdir, report["workloads"]["W1"])
     _log("sweep")
     report["sweep"] = measure_sweep(args, env) if not args.no_sweep else {
         "measured": False, "note": "not measured (--no-sweep)"}

@@ -2,6 +2,7 @@
 backward passes checked against ``jax.grad``, trained by jit-compiled programs."""
 
 from jaxfc import gradcheck, layers, losses, ops, optim, schedules
+from jaxfc.compilation_cache import enable_compilation_cache
 from jaxfc.data import load_cifar10, load_dataset, load_digits, load_mnist
 from jaxfc.layers import BatchNormState
 from jaxfc.models import FullyConnectedNet, TwoLayerNet, compare_gradients
@@ -17,6 +18,7 @@ __all__ = [
     "Solver",
     "TwoLayerNet",
     "compare_gradients",
+    "enable_compilation_cache",
     "get_optimizer",
     "gradcheck",
     "layers",

@@ -119,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
     from jaxfc.sweep import add_sweep_parser
 
     add_sweep_parser(sub)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--no-compile-cache", action="store_true",
+            help="do not keep compiled programs on disk (default: kept in $JAXFC_CACHE_DIR or "
+                 "~/.cache/jaxfc/xla, so a rerun skips compiling)")
     return parser
 
 
@@ -356,6 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if not args.no_compile_cache:
+            from jaxfc.compilation_cache import enable_compilation_cache
+
+            enable_compilation_cache()
         if args.command == "train":
             return train_command(args)
         if args.command == "sweep":
@@ -363,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return sweep_command(args)
         return evaluate_command(args)
-    except (FileNotFoundError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError) as error:
         print(f"jaxfc {args.command}: error: {error}", file=sys.stderr)
         return 2
 

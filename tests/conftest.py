@@ -4,6 +4,8 @@ Strict rank promotion catches accidental broadcasting. 64-bit mode stays off glo
 tests that need float64 use the ``x64`` fixture (``jax.enable_x64`` as a context).
 """
 
+import os
+
 import jax
 import pytest
 from hypothesis import HealthCheck, settings
@@ -24,3 +26,9 @@ def x64():
     """Run the test body in JAX 64-bit mode at the highest matmul precision."""
     with jax.enable_x64(True), jax.default_matmul_precision("highest"):
         yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def compilation_cache_in_tmp(tmp_path_factory):
+    """`jaxfc` commands keep compiled programs on disk: in pytest's tmp, not the home."""
+    os.environ.setdefault("JAXFC_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
