@@ -16,8 +16,8 @@ updates and global norms).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import re
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
