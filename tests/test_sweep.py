@@ -156,7 +156,8 @@ def _check_files(r, tmp_path):
     json.dumps(r.summary())
 
 
-def test_twolayernet_sweep_of_scale_dropout_momentum_decay_equals_solver(data):
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_twolayernet_sweep_of_scale_dropout_momentum_decay_equals_solver(data, batching):
     # Weight scale (numbers and 'he'), dropout (TwoLayerNet has none of its own: model k is
     # the equivalent FullyConnectedNet with that dropout), momentum, lr_decay, gradient
     # clipping's max_norm, and a model
@@ -172,7 +173,7 @@ def test_twolayernet_sweep_of_scale_dropout_momentum_decay_equals_solver(data):
     ]
     result = sweep(model, data, settings, update_rule="sgd_momentum", num_epochs=EPOCHS,
                    batch_size=BATCH, num_train_samples=None, num_val_samples=30,
-                   max_grad_norm=1.0, verbose=False)
+                   max_grad_norm=1.0, batching=batching, verbose=False)
     for k in (0, 1):
         s = settings[k]
         same = FullyConnectedNet([16], input_dim=12, num_classes=4, dropout=s["dropout"],
@@ -195,13 +196,14 @@ def test_twolayernet_sweep_of_scale_dropout_momentum_decay_equals_solver(data):
     assert result.best_index in (0, 1)
 
 
-def test_shared_batches_sweep_equals_solver_runs_with_a_data_seed(data):
+@pytest.mark.parametrize("batching", ["vmap", "map"])
+def test_shared_batches_sweep_equals_solver_runs_with_a_data_seed(data, batching):
     model = FullyConnectedNet([16], input_dim=12, num_classes=4, weight_scale=0.1,
                               dropout=0.2)
     settings = grid(learning_rate=[1e-2, 3e-2])
     result = sweep(model, data, settings, seeds=[1, 2], update_rule="sgd_momentum",
                    num_epochs=EPOCHS, batch_size=BATCH, num_train_samples=None,
-                   shared_batches=True, data_seed=5, verbose=False)
+                   shared_batches=True, data_seed=5, batching=batching, verbose=False)
     assert result.num_models == 4
     for k in range(result.num_models):
         kwargs = result.solver_kwargs(k)
@@ -299,6 +301,7 @@ def test_random_search_rejects_a_float_seed():
     ([{"seed": 1.5}], {}, "seed must be an integer"),
     (None, {"max_models_in_memory": 0}, "max_models_in_memory"),
     (None, {"update_rule": "adamm"}, "unknown optimizer"),
+    (None, {"batching": "pmap"}, r"batching must be one of \('auto', 'vmap', 'map'\)"),
 ])
 def test_bad_input_raises_clear_errors(data, settings, kwargs, match):
     with pytest.raises(ValueError, match=match):
