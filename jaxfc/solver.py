@@ -29,7 +29,13 @@ from jaxfc import checkpoint as ckpt
 from jaxfc.models import GRADIENT_MODES
 from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.parallel import check_batch_divisible, replicate
-from jaxfc.training import TrainState, make_accuracy, make_train_epoch, transpose_weights
+from jaxfc.training import (
+    TrainState,
+    make_accuracy,
+    make_subsampled_accuracy,
+    make_train_epoch,
+    transpose_weights,
+)
 
 DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 
@@ -185,19 +191,36 @@ class Solver:
 
         num_train = self.X_train.shape[0]
         self.steps_per_epoch = max(num_train // self.batch_size, 1)
-        self._epoch_fn = jax.jit(
-            make_train_epoch(
-                model,
-                self.optimizer,
-                batch_size=self.batch_size,
-                steps_per_epoch=self.steps_per_epoch,
-                gradients=self.gradients,
-                mesh=self.mesh,
-                state_layout="kernel",
-            )
+        epoch_fn = make_train_epoch(
+            model,
+            self.optimizer,
+            batch_size=self.batch_size,
+            steps_per_epoch=self.steps_per_epoch,
+            gradients=self.gradients,
+            mesh=self.mesh,
+            state_layout="kernel",
         )
-        self._accuracy_fn = jax.jit(make_accuracy(model))
-        self._kernel_accuracy_fn = jax.jit(make_accuracy(model, state_layout="kernel"))
+
+        # Per-epoch keys and the learning rate are derived inside the compiled programs: an
+        # eager jax.random call compiles a program of its own the first time (~0.1 s each).
+        def run_epoch(state, X, y, key, data_key, epoch, learning_rate):
+            opt_state = set_hyperparams(state.opt_state, learning_rate=learning_rate)
+            batch_key = None if data_key is None else jax.random.fold_in(data_key, epoch)
+            return epoch_fn(state._replace(opt_state=opt_state), X, y,
+                            jax.random.fold_in(key, 2 * epoch), {}, batch_key)
+
+        train_acc = make_subsampled_accuracy(model, self.num_train_samples,
+                                             state_layout="kernel")
+        val_acc = make_subsampled_accuracy(model, self.num_val_samples, state_layout="kernel")
+
+        def record(params, model_state, X, y, X_val, y_val, key, epoch):
+            k_train, k_val = jax.random.split(jax.random.fold_in(key, 2 * epoch + 1))
+            return (train_acc(params, model_state, X, y, k_train),
+                    val_acc(params, model_state, X_val, y_val, k_val))
+
+        self._epoch_fn = jax.jit(run_epoch)
+        self._record_fn = jax.jit(record)
+        self._accuracy_programs: dict = {}
         self._reset()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -257,23 +280,23 @@ class Solver:
 
     def check_accuracy(self, X, y, num_samples=None, batch_size=1000, *, key=None,
                        params=None, model_state=None) -> float:
-        """Accuracy in evaluation mode on (a random subsample of ``num_samples`` of) X, y."""
-        if params is None and batch_size == 1000:
-            fn = self._kernel_accuracy_fn
+        """Accuracy in evaluation mode on (a random subsample of ``num_samples`` of) X, y;
+        the subsample is drawn with ``key`` (default ``key(0)``). ``params`` and
+        ``model_state`` default to :attr:`params` and :attr:`model_state`."""
+        layout = "kernel" if params is None else "model"
+        if params is None:
             params = self._best_params if self._trained else self._state.params
-        else:
-            fn = self._accuracy_fn if batch_size == 1000 else jax.jit(
-                make_accuracy(self.model, batch_size=batch_size))
-            params = self.params if params is None else params
         model_state = self.model_state if model_state is None else model_state
         X = jnp.asarray(X, self.model.dtype)
         y = jnp.asarray(y, jnp.int32)
-        n = X.shape[0]
-        if num_samples is not None and num_samples < n:
-            key = jax.random.key(0) if key is None else key
-            idx = jax.random.permutation(key, n)[:num_samples]
-            X, y = X[idx], y[idx]
-        return float(fn(params, model_state, X, y))
+        if num_samples is not None and num_samples >= X.shape[0]:
+            num_samples = None
+        program = (num_samples, batch_size, layout)
+        if program not in self._accuracy_programs:
+            self._accuracy_programs[program] = jax.jit(make_subsampled_accuracy(
+                self.model, num_samples, batch_size=batch_size, state_layout=layout))
+        key = jax.random.key(0) if key is None else key
+        return float(self._accuracy_programs[program](params, model_state, X, y, key))
 
     @staticmethod
     def evaluate(model, params, model_state, X, y, batch_size: int = 1000) -> float:
@@ -284,12 +307,9 @@ class Solver:
             params, model_state, X, y))
 
     def _record_accuracy(self, epoch: int) -> tuple[float, float]:
-        k = jax.random.fold_in(self.key, 2 * epoch + 1)
-        k_train, k_val = jax.random.split(k)
-        train_acc = self.check_accuracy(
-            self.X_train, self.y_train, self.num_train_samples, key=k_train
-        )
-        val_acc = self.check_accuracy(self.X_val, self.y_val, self.num_val_samples, key=k_val)
+        accuracies = self._record_fn(self._state.params, self._state.model_state, self.X_train,
+                                     self.y_train, self.X_val, self.y_val, self.key, epoch)
+        train_acc, val_acc = (float(a) for a in accuracies)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)
         if val_acc >= self.best_val_acc or not self.val_acc_history[:-1]:
@@ -326,12 +346,8 @@ class Solver:
         epoch = self.epoch
         start = time.perf_counter()
         lr = self.learning_rate_at(epoch)
-        opt_state = set_hyperparams(self._state.opt_state, learning_rate=lr)
-        ts = self._state._replace(opt_state=opt_state)
-        epoch_key = jax.random.fold_in(self.key, 2 * epoch)
-        batch_key = None if self.data_key is None else jax.random.fold_in(self.data_key, epoch)
-        new_ts, losses = self._epoch_fn(ts, self.X_train, self.y_train, epoch_key, {},
-                                        batch_key)
+        new_ts, losses = self._epoch_fn(self._state, self.X_train, self.y_train, self.key,
+                                        self.data_key, epoch, lr)
         losses = np.asarray(losses)
         if not np.all(np.isfinite(losses)):
             step = int(np.argmin(np.isfinite(losses)))

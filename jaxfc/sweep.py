@@ -56,7 +56,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
-from jaxfc.training import TrainState, make_accuracy, make_train_epoch, transpose_weights
+from jaxfc.training import (
+    TrainState,
+    make_subsampled_accuracy,
+    make_train_epoch,
+    transpose_weights,
+)
 
 __all__ = [
     "Distribution",
@@ -452,15 +457,10 @@ class _Programs:
         epoch_fn = make_train_epoch(model, optimizer, batch_size=batch_size,
                                     steps_per_epoch=steps_per_epoch, gradients=gradients,
                                     state_layout="kernel")
-        accuracy = make_accuracy(model, state_layout="kernel")
+        train_accuracy = make_subsampled_accuracy(model, num_train_samples,
+                                                  state_layout="kernel")
+        val_accuracy = make_subsampled_accuracy(model, num_val_samples, state_layout="kernel")
         init_model = dataclasses.replace(model, weight_scale=1.0) if scale_weights else model
-
-        def subsample_accuracy(params, state, X, y, key, num_samples):
-            n = X.shape[0]
-            if num_samples is not None and num_samples < n:
-                idx = jax.random.permutation(key, n)[:num_samples]
-                X, y = jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0)
-            return accuracy(params, state, X, y)
 
         def init(root_key, opt_hparams, scales):
             self.traces["init"] += 1
@@ -493,8 +493,8 @@ class _Programs:
             X, y, Xv, yv = data
             params, state = carry.train_state.params, carry.train_state.model_state
             k_train, k_val = jax.random.split(jax.random.fold_in(carry.key, 2 * e + 1))
-            train_acc = subsample_accuracy(params, state, X, y, k_train, num_train_samples)
-            val_acc = subsample_accuracy(params, state, Xv, yv, k_val, num_val_samples)
+            train_acc = train_accuracy(params, state, X, y, k_train)
+            val_acc = val_accuracy(params, state, Xv, yv, k_val)
             better = carry.alive & (val_acc >= carry.best_val_acc)
             pick = lambda a, b: jnp.where(better, a, b)
             carry = carry._replace(

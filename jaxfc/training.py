@@ -170,3 +170,20 @@ def make_accuracy(model, *, batch_size: int = 1000, state_layout: str = "model")
         return jnp.sum(jax.lax.map(correct, (Xc, yc))) / n
 
     return accuracy
+
+
+def make_subsampled_accuracy(model, num_samples: int | None, *, batch_size: int = 1000,
+                             state_layout: str = "model") -> Callable:
+    """``accuracy(params, model_state, X, y, key)``: :func:`make_accuracy` on
+    ``num_samples`` rows of X, y drawn without replacement with ``key`` (all rows when
+    ``num_samples`` is None or not smaller than N), the draw inside the same program."""
+    accuracy = make_accuracy(model, batch_size=batch_size, state_layout=state_layout)
+
+    def subsampled(params, model_state, X, y, key):
+        n = X.shape[0]
+        if num_samples is not None and num_samples < n:
+            idx = jax.random.permutation(key, n)[:num_samples]
+            X, y = jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0)
+        return accuracy(params, model_state, X, y)
+
+    return subsampled

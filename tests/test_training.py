@@ -10,6 +10,7 @@ from jaxfc.optim import adam, sgd_momentum
 from jaxfc.training import (
     TrainState,
     make_accuracy,
+    make_subsampled_accuracy,
     make_train_epoch,
     minibatch_indices,
     transpose_weights,
@@ -233,3 +234,19 @@ def test_unknown_state_layout_is_rejected_by_name():
         make_train_epoch(model, adam(), batch_size=2, steps_per_epoch=1, state_layout="columns")
     with pytest.raises(ValueError, match="state_layout"):
         make_accuracy(model, state_layout="rows")
+
+
+def test_subsampled_accuracy_draws_num_samples_rows_with_the_key():
+    model = FullyConnectedNet(hidden_dims=(8,), input_dim=6, num_classes=3)
+    params, state = model.init(jax.random.key(0))
+    X, y = _blobs(50, 6, 3, seed=2)
+    scores, _ = model.apply(params, state, X, train=False)
+    correct = np.argmax(np.asarray(scores), axis=1) == y
+    key = jax.random.key(4)
+    got = jax.jit(make_subsampled_accuracy(model, 20, batch_size=8))(params, state, X, y, key)
+    idx = np.asarray(jax.random.permutation(key, 50)[:20])
+    assert float(got) == pytest.approx(np.mean(correct[idx]), abs=1e-7)
+    # None, or at least N rows: every row, whatever the key.
+    for num in (None, 50, 80):
+        everything = make_subsampled_accuracy(model, num)(params, state, X, y, key)
+        assert float(everything) == pytest.approx(np.mean(correct), abs=1e-7)

@@ -51,8 +51,8 @@ class JaxfcTrainer(Trainer):
     def run_steps(self, n):
         s = self.solver
         for _ in range(self._check_steps(n)):
-            key = jax.random.fold_in(s.key, 2 * self.epoch)
-            self.train_state, _ = s._epoch_fn(self.train_state, s.X_train, s.y_train, key, {})
+            self.train_state, _ = s._epoch_fn(self.train_state, s.X_train, s.y_train, s.key,
+                                              s.data_key, self.epoch, s.learning_rate_at(0))
             self.epoch += 1
         jax.block_until_ready(self.train_state)
 
@@ -68,7 +68,8 @@ class JaxfcTrainer(Trainer):
         for step, idx in enumerate(indices):
             Xb = jnp.asarray(self.X[idx], self.model.dtype)
             yb = jnp.asarray(self.y[idx], jnp.int32)
-            ts, loss = solver._epoch_fn(ts, Xb, yb, jax.random.fold_in(solver.key, 2 * step), {})
+            ts, loss = solver._epoch_fn(ts, Xb, yb, solver.key, None, step,
+                                        solver.learning_rate_at(0))
             losses.append(loss[0])
         return np.asarray(jnp.stack(losses), np.float64)
 
