@@ -1,6 +1,6 @@
-"""K models at once (the sweep's vmapped epoch) vs the same K models one after another
-(each a Solver-style compiled epoch). Prints model-samples/s for both and the ratio; not a
-test.
+"""K models at once (the sweep's epoch program, batched with vmap or mapped with lax.map)
+vs the same K models one after another (each the Solver's compiled epoch). Prints
+model-samples/s for each way and the ratios; not a test.
 
 K TwoLayerNets (3072-100-10, batch 100, plain SGD) with different seeds and learning rates
 train on synthetic CIFAR-shaped float32 data (fixed seed). After a warm-up (compilation),
@@ -26,7 +26,7 @@ from jaxfc.models import TwoLayerNet
 from jaxfc.optim import get_optimizer, set_hyperparams
 from jaxfc.solver import Solver
 from jaxfc.sweep import _Programs, sweep
-from jaxfc.training import TrainState, make_train_epoch
+from jaxfc.training import TrainState, make_train_epoch, transpose_weights
 
 BATCH = 100
 
@@ -56,53 +56,52 @@ def main() -> None:
     X, y = jnp.asarray(data["X_train"]), jnp.asarray(data["y_train"])
     root_keys = jax.random.split(jax.random.key(0), K)
 
-    # Together: the sweep's own train program (vmap of the Solver's epoch, X and y shared).
-    programs = _Programs(model, optimizer, batch_size=BATCH, steps_per_epoch=steps,
-                         gradients="manual", num_train_samples=None, num_val_samples=None,
-                         scale_weights=False, donate=jax.default_backend() != "cpu")
-    carry = programs.init(root_keys, {}, jnp.ones((K, 1)))
     lr_together = jnp.asarray(lrs)
-
-    def together(carry):
-        carry, losses = programs.train(carry, {}, lr_together, jnp.int32(0), X, y, None)
-        return jax.block_until_ready(carry), losses
-
-    # Together, sharing each minibatch (sweep(..., shared_batches=True)): the K first layers
-    # become one (batch, 3072) x (3072, K*100) matrix product.
     shared_key = jax.random.key(1)
-    carry_shared = programs.init(root_keys, {}, jnp.ones((K, 1)))
 
-    def together_shared(carry):
-        carry, losses = programs.train(carry, {}, lr_together, jnp.int32(0), X, y, shared_key)
-        return jax.block_until_ready(carry), losses
+    # Together: the sweep's own train program (the Solver's epoch over the models, X and y
+    # shared), batched (vmap) or mapped (lax.map), each with its own or shared minibatches
+    # (sweep(..., shared_batches=True): under vmap the K first layers are one product).
+    def together_way(batching, batch_key):
+        programs = _Programs(model, optimizer, batch_size=BATCH, steps_per_epoch=steps,
+                             gradients="manual", num_train_samples=None, num_val_samples=None,
+                             scale_weights=False, donate=jax.default_backend() != "cpu",
+                             sequential=batching == "map")
+        carry = programs.init(root_keys, {}, jnp.ones((K, 1)))
 
-    # One after another: one jitted epoch (compiled once; the learning rate is an array).
-    epoch = jax.jit(make_train_epoch(model, optimizer, batch_size=BATCH, steps_per_epoch=steps))
+        def run(carry):
+            carry, _ = programs.train(carry, {}, lr_together, jnp.int32(0), X, y, batch_key)
+            return jax.block_until_ready(carry)
+
+        return run, carry
+
+    # One after another: the Solver's jitted epoch (compiled once; the learning rate is an
+    # array), its state in the kernel layout as the Solver keeps it.
+    epoch = jax.jit(make_train_epoch(model, optimizer, batch_size=BATCH, steps_per_epoch=steps,
+                                     state_layout="kernel"))
     states = []
     for k in range(K):
         params, state = model.init(jax.random.split(root_keys[k])[0])
         opt_state = set_hyperparams(optimizer.init(params), learning_rate=lrs[k])
-        states.append(TrainState(params, state, opt_state))
+        states.append(transpose_weights(TrainState(params, state, opt_state)))
     epoch_keys = [jax.random.fold_in(k, 0) for k in root_keys]
 
     def one_by_one(states):
         out = [epoch(ts, X, y, key, {})[0] for ts, key in zip(states, epoch_keys, strict=True)]
         return jax.block_until_ready(out)
 
-    carry, _ = together(carry)  # warm-up: compile
-    carry_shared, _ = together_shared(carry_shared)
-    states = one_by_one(states)
-    times = {"together (vmap)": [], "together, shared batches": [], "one after another": []}
+    ways = {"together (vmap)": together_way("vmap", None),
+            "together (vmap), shared batches": together_way("vmap", shared_key),
+            "together (map)": together_way("map", None),
+            "together (map), shared batches": together_way("map", shared_key),
+            "one after another": (one_by_one, states)}
+    state_of = {way: run(state) for way, (run, state) in ways.items()}  # warm-up: compile
+    times = {way: [] for way in ways}
     for _ in range(args.reps):
-        t = time.perf_counter()
-        carry, _ = together(carry)
-        times["together (vmap)"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        carry_shared, _ = together_shared(carry_shared)
-        times["together, shared batches"].append(time.perf_counter() - t)
-        t = time.perf_counter()
-        states = one_by_one(states)
-        times["one after another"].append(time.perf_counter() - t)
+        for way, (run, _) in ways.items():
+            t = time.perf_counter()
+            state_of[way] = run(state_of[way])
+            times[way].append(time.perf_counter() - t)
 
     samples = K * steps * BATCH
     print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); {K} TwoLayerNets "
@@ -114,7 +113,7 @@ def main() -> None:
         median = statistics.median(ts)
         rates[way] = samples / median
         print(f"| {way} | {median:.3f} | {rates[way]:,.0f} |")
-    for way in ("together (vmap)", "together, shared batches"):
+    for way in list(ways)[:-1]:
         print(f"speed-up of {way} over one after another: "
               f"{rates[way] / rates['one after another']:.2f}x")
 
