@@ -39,6 +39,7 @@ import datetime
 import importlib.util
 import io
 import json
+import math
 import os
 import platform
 import re
@@ -448,7 +449,8 @@ def measure_cached_first_step(args, config, env, tmpdir, workload_result) -> dic
 
 def measure_sweep(args, env) -> dict:
     """16 TwoLayerNets (seeds 0-15, learning rates 3e-4 to 3e-3) trained at once by
-    ``jaxfc.sweep.sweep`` vs the same 16 trained by 16 Solvers one after another, in a fresh
+    ``jaxfc.sweep.sweep`` (with its default batching; also with ``shared_batches=True``)
+    vs the same 16 trained by 16 Solvers one after another, in a fresh
     process. Steady state: the epochs after the first (which compiles), timed by the
     sweep's per-epoch log and the Solvers' ``epoch_time_history``; both record training and
     validation accuracy after every epoch, as they do by default."""
@@ -483,16 +485,21 @@ def sweep_worker_main(spec_json: str) -> None:
     common = {"update_rule": "adam", "batch_size": B, "num_train_samples": 1000,
               "num_epochs": E}
 
-    log = io.StringIO()
-    t0 = time.perf_counter()
-    with contextlib.redirect_stdout(log):
-        sweep(model, data, settings, keep_params=False, verbose=True, **common)
-    at_once_total = time.perf_counter() - t0
-    epoch_s = [float(m.group(2)) for m in
-               re.finditer(r"\(Epoch (\d+) / \d+\).*?([\d.]+)s\s*$", log.getvalue(), re.M)]
-    if len(epoch_s) != E:
-        raise RuntimeError(f"expected {E} per-epoch times in jaxfc.sweep's log, got "
-                           f"{epoch_s}:\n{log.getvalue()[-1000:]}")
+    def at_once(**options):
+        log = io.StringIO()
+        t0 = time.perf_counter()
+        with contextlib.redirect_stdout(log):
+            sweep(model, data, settings, keep_params=False, verbose=True, **common, **options)
+        total = time.perf_counter() - t0
+        epoch_s = [float(m.group(2)) for m in re.finditer(
+            r"\(Epoch (\d+) / \d+\).*?([\d.]+)s\s*$", log.getvalue(), re.M)]
+        if len(epoch_s) != E:
+            raise RuntimeError(f"expected {E} per-epoch times in jaxfc.sweep's log, got "
+                               f"{epoch_s}:\n{log.getvalue()[-1000:]}")
+        return epoch_s, total
+
+    epoch_s, at_once_total = at_once()
+    shared_epoch_s, _ = at_once(shared_batches=True)
     seq_total, seq_steady = 0.0, 0.0
     for k, lr in enumerate(lrs):
         t0 = time.perf_counter()
@@ -503,10 +510,12 @@ def sweep_worker_main(spec_json: str) -> None:
         seq_steady += sum(solver.epoch_time_history[1:])
     model_samples = K * (E - 1) * max(n // B, 1) * B
     at_once_rate = model_samples / sum(epoch_s[1:])
+    shared_rate = model_samples / sum(shared_epoch_s[1:])
     seq_rate = model_samples / seq_steady
     proto.write(json.dumps({
         "measured": True, "models": K, "samples": n, "epochs": E,
         "at_once": at_once_rate, "sequential": seq_rate, "speedup": at_once_rate / seq_rate,
+        "at_once_shared": shared_rate, "speedup_shared": shared_rate / seq_rate,
         "at_once_total_s": at_once_total, "sequential_total_s": seq_total,
         "note": f"epochs 2-{E} of {E}, N = {n}, accuracy recorded every epoch; end to end "
                 f"(with compilation): at once {at_once_total:.1f} s, one after another "
@@ -528,6 +537,10 @@ def _fmt_mem(r) -> str:
     if r.get("device_peak_mb") is not None:
         text += f" (GPU {r['device_peak_mb']:.0f} MB)"
     return text
+
+
+def _fmt_ratio(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.2f}x"
 
 
 def best_peer(wres) -> tuple[str | None, float]:
@@ -627,7 +640,7 @@ def render(report) -> str:
             lines.append(
                 f"| {w} | {name} | {_fmt_rate(r['samples_per_s'])} | "
                 f"{_fmt_rate(r['samples_per_s_min'])}-{_fmt_rate(r['samples_per_s_max'])} | "
-                f"{r['samples_per_s'] / best_rate:.2f}x | {pct:.1f}% | "
+                f"{_fmt_ratio(r['samples_per_s'] / best_rate)} | {pct:.1f}% | "
                 f"{r['first_step_s']:.2f} s | {_fmt_mem(r)} | {gate} |"
             )
         for name, why in wres["skipped"].items():
@@ -647,7 +660,9 @@ def render(report) -> str:
         lines.append(
             f"{sweep['models']} TwoLayerNets: at once {_fmt_rate(sweep['at_once'])} "
             f"model-samples/s, one after another {_fmt_rate(sweep['sequential'])}: "
-            f"**{sweep['speedup']:.2f}x**. {sweep.get('note', '')}")
+            f"**{sweep['speedup']:.2f}x**; sharing the minibatches "
+            f"(`shared_batches=True`) {_fmt_rate(sweep['at_once_shared'])}: "
+            f"{sweep['speedup_shared']:.2f}x. {sweep.get('note', '')}")
     else:
         lines.append(f"{SWEEP_MODELS} TwoLayerNets at once vs one after another: "
                      f"{sweep['note']}.")
