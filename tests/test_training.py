@@ -13,6 +13,7 @@ from jaxfc.training import (
     make_subsampled_accuracy,
     make_train_epoch,
     minibatch_indices,
+    random_permutation,
     transpose_weights,
 )
 
@@ -50,6 +51,22 @@ def test_minibatch_indices_shuffle_depends_on_key():
     np.testing.assert_array_equal(np.sort(a.ravel()), np.sort(b.ravel()))
     # Not the identity order either: a shuffle.
     assert not np.array_equal(a.ravel(), np.arange(50))
+
+
+def test_random_permutation_is_uniform():
+    """All 24 orders of 4 items, over 24000 keys: each within 5 standard deviations of 1000,
+    and every position holds every item about equally often."""
+    keys = jax.random.split(jax.random.key(11), 24000)
+    perms = np.asarray(jax.jit(jax.vmap(lambda k: random_permutation(k, 4)))(keys))
+    assert perms.dtype == np.int32
+    np.testing.assert_array_equal(np.sort(perms, axis=1), np.tile(np.arange(4), (24000, 1)))
+    _, counts = np.unique(perms, axis=0, return_counts=True)
+    assert len(counts) == 24
+    sd = np.sqrt(24000 * (1 / 24) * (23 / 24))
+    assert np.all(np.abs(counts - 1000) < 5 * sd), counts
+    for position in range(4):
+        per_item = np.bincount(perms[:, position], minlength=4)
+        assert np.all(np.abs(per_item - 6000) < 5 * np.sqrt(24000 * 0.25 * 0.75)), per_item
 
 
 @pytest.mark.parametrize("num_train, batch_size, steps", [(10, 25, 1), (3, 4, 1), (5, 3, 2)])
@@ -244,7 +261,7 @@ def test_subsampled_accuracy_draws_num_samples_rows_with_the_key():
     correct = np.argmax(np.asarray(scores), axis=1) == y
     key = jax.random.key(4)
     got = jax.jit(make_subsampled_accuracy(model, 20, batch_size=8))(params, state, X, y, key)
-    idx = np.asarray(jax.random.permutation(key, 50)[:20])
+    idx = np.asarray(random_permutation(key, 50)[:20])
     assert float(got) == pytest.approx(np.mean(correct[idx]), abs=1e-7)
     # None, or at least N rows: every row, whatever the key.
     for num in (None, 50, 80):
