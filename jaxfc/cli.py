@@ -364,7 +364,11 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_compile_cache:
             from jaxfc.compilation_cache import enable_compilation_cache
 
-            enable_compilation_cache()
+            try:
+                enable_compilation_cache()
+            except OSError as error:  # an optimization: never a reason to stop the run
+                print(f"jaxfc {args.command}: warning: {error}; compiling without a cache",
+                      file=sys.stderr)
         if args.command == "train":
             return train_command(args)
         if args.command == "sweep":

@@ -71,3 +71,17 @@ def test_command_line_keeps_programs_unless_told_not_to(tmp_path, flag, kept):
     )
     assert proc.returncode == 0, proc.stderr
     assert (folder.is_dir() and any(folder.iterdir())) == kept
+
+
+def test_command_line_runs_without_a_cache_when_the_folder_is_unusable(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxfc.cli", "train", "--epochs", "1", "--hidden-dims", "8",
+         "--no-plot", "--quiet", "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "JAXFC_CACHE_DIR": str(blocker / "xla"), "JAX_PLATFORMS": "cpu"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: cannot create the compilation cache folder" in proc.stderr
+    assert (tmp_path / "run" / "checkpoint.npz").is_file()
