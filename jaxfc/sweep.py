@@ -410,9 +410,10 @@ def _chunk_size(num_models: int, max_models: int | None, per_model: int, data_by
 
 
 class _Carry(NamedTuple):
-    """Everything about one model that changes during a sweep. Its train state and best
-    parameters stay in the kernel layout (:func:`jaxfc.training.transpose_weights`) until
-    they leave the device."""
+    """Everything about one model that changes during a sweep. When the models are mapped
+    (``batching='map'``), its train state and best parameters stay in the kernel layout
+    (:func:`jaxfc.training.transpose_weights`) until they leave the device; batched
+    (``'vmap'``) they stay in the model's layout."""
 
     train_state: TrainState
     key: jax.Array
@@ -454,12 +455,16 @@ class _Programs:
     def __init__(self, model, optimizer, *, batch_size, steps_per_epoch, gradients,
                  num_train_samples, num_val_samples, scale_weights, donate, sequential):
         self.traces = {"init": 0, "train": 0, "record": 0}
+        # Mapped, each model runs the Solver's own program (kernel layout); batched, the
+        # weights stay in the model layout (XLA:CPU copies transposed batched weights).
+        layout = "kernel" if sequential else "model"
+        to_layout = transpose_weights if sequential else (lambda tree: tree)
         epoch_fn = make_train_epoch(model, optimizer, batch_size=batch_size,
                                     steps_per_epoch=steps_per_epoch, gradients=gradients,
-                                    state_layout="kernel")
+                                    state_layout=layout, kernel_steps=sequential)
         train_accuracy = make_subsampled_accuracy(model, num_train_samples,
-                                                  state_layout="kernel")
-        val_accuracy = make_subsampled_accuracy(model, num_val_samples, state_layout="kernel")
+                                                  state_layout=layout)
+        val_accuracy = make_subsampled_accuracy(model, num_val_samples, state_layout=layout)
         init_model = dataclasses.replace(model, weight_scale=1.0) if scale_weights else model
 
         def init(root_key, opt_hparams, scales):
@@ -473,7 +478,7 @@ class _Programs:
             if opt_hparams:
                 opt_state = set_hyperparams(opt_state, **opt_hparams)
             # best_val_acc -1: the first record always becomes the best, as in the Solver.
-            params, opt_state = transpose_weights((params, opt_state))
+            params, opt_state = to_layout((params, opt_state))
             return _Carry(TrainState(params, state, opt_state), key, params, state,
                           jnp.float32(-1.0), jnp.int32(0), jnp.bool_(True))
 
@@ -507,8 +512,7 @@ class _Programs:
 
         donated = (0,) if donate else ()
         self.init = jax.jit(jax.vmap(init))
-        self.best = jax.jit(jax.vmap(lambda c: (transpose_weights(c.best_params),
-                                                c.best_model_state)))
+        self.best = jax.jit(jax.vmap(lambda c: (to_layout(c.best_params), c.best_model_state)))
         train_axes = (0, 0, 0, None, None, None, None)
         self.train = jax.jit(_over_models(train, train_axes, sequential), donate_argnums=donated)
         self.record = jax.jit(_over_models(record, (0, None, None), sequential),

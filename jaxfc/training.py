@@ -113,6 +113,7 @@ def make_train_epoch(
     gradients: str = "manual",
     mesh=None,
     state_layout: str = "model",
+    kernel_steps: bool = True,
 ) -> Callable:
     """``epoch(train_state, X, y, key, model_hparams) -> (train_state, losses)``, a pure
     function whose steps run inside one ``lax.scan`` (no host work between steps). Each
@@ -121,16 +122,21 @@ def make_train_epoch(
     minibatches (models in a sweep that share it see the same batches). With a ``mesh``
     (see :mod:`jaxfc.parallel`) each minibatch is split over the mesh's devices.
 
-    The steps always run in the kernel layout (see the module docstring). With
+    The steps run in the kernel layout (see the module docstring). With
     ``state_layout='model'`` the epoch takes and returns the train state in the model's
     layout, transposing the weights (and their optimizer moments) once at each end; with
     ``'kernel'`` the state stays in the kernel layout, as the Solver keeps it between
-    epochs."""
+    epochs. ``kernel_steps=False`` runs the steps in the model's layout instead, with no
+    transposes at all (only with ``state_layout='model'``): sweeps batched with ``vmap`` use
+    it, because XLA:CPU turns the transposes of batched weights into copies."""
     _check_layout(state_layout)
-    step = make_train_step(model, optimizer, gradients=gradients, state_layout="kernel")
+    if not kernel_steps and state_layout != "model":
+        raise ValueError("kernel_steps=False needs state_layout='model'")
+    step = make_train_step(model, optimizer, gradients=gradients,
+                           state_layout="kernel" if kernel_steps else "model")
 
     def epoch(ts: TrainState, X, y, key, model_hparams, batch_key=None):
-        if state_layout == "model":
+        if state_layout == "model" and kernel_steps:
             ts, losses = kernel_epoch(transpose_weights(ts), X, y, key, model_hparams, batch_key)
             return transpose_weights(ts), losses
         return kernel_epoch(ts, X, y, key, model_hparams, batch_key)

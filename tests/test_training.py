@@ -240,6 +240,13 @@ def test_kernel_layout_epoch_matches_model_layout_epoch(x64, gradients):
     for a, b in zip(jax.tree_util.tree_leaves(transpose_weights(got)),
                     jax.tree_util.tree_leaves(want), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+    # Steps in the model's layout (no transposes, as vmapped sweeps run them): the same run.
+    plain = jax.jit(make_train_epoch(model, optimizer, kernel_steps=False, **common))
+    got_plain, plain_losses = plain(ts, X, y, key, {})
+    np.testing.assert_allclose(np.asarray(plain_losses), np.asarray(want_losses), rtol=1e-12)
+    for a, b in zip(jax.tree_util.tree_leaves(got_plain), jax.tree_util.tree_leaves(want),
+                    strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
     acc = make_accuracy(model)(want.params, want.model_state, X, y)
     kernel_acc = make_accuracy(model, state_layout="kernel")(got.params, got.model_state, X, y)
     assert float(acc) == float(kernel_acc)
@@ -251,6 +258,9 @@ def test_unknown_state_layout_is_rejected_by_name():
         make_train_epoch(model, adam(), batch_size=2, steps_per_epoch=1, state_layout="columns")
     with pytest.raises(ValueError, match="state_layout"):
         make_accuracy(model, state_layout="rows")
+    with pytest.raises(ValueError, match="kernel_steps=False needs state_layout='model'"):
+        make_train_epoch(model, adam(), batch_size=2, steps_per_epoch=1, state_layout="kernel",
+                         kernel_steps=False)
 
 
 def test_subsampled_accuracy_draws_num_samples_rows_with_the_key():
