@@ -16,6 +16,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import math
 import os
 import time
@@ -41,6 +42,54 @@ DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 
 # Model layout <-> kernel layout (its own inverse); see jaxfc.training.
 _swap_layout = jax.jit(transpose_weights)
+
+# The compiled epoch and accuracy programs of recent configurations. The programs read every
+# numeric hyperparameter from the optimizer state, so Solvers that differ only in learning
+# rate, momentum, seed, ... (a cs231n tuning loop) share them and compile once.
+_PROGRAMS: collections.OrderedDict = collections.OrderedDict()
+_MAX_PROGRAMS = 16
+
+
+def clear_program_cache() -> None:
+    """Forget the compiled programs shared between Solvers (the next Solver compiles)."""
+    _PROGRAMS.clear()
+
+
+def _program_key(model, update_rule, optim_config, hyperparam_names, *rest):
+    """A hashable key for the programs, or None when a setting cannot be hashed."""
+    static = tuple(sorted((k, v) for k, v in optim_config.items() if k not in hyperparam_names))
+    key = (model, update_rule, static, *rest)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
+def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, mesh,
+                   num_train_samples, num_val_samples):
+    """``(run_epoch, record)``, both jitted, over the kernel-layout state."""
+    epoch_fn = make_train_epoch(model, optimizer, batch_size=batch_size,
+                                steps_per_epoch=steps_per_epoch, gradients=gradients,
+                                mesh=mesh, state_layout="kernel")
+
+    # Per-epoch keys and the learning rate are derived inside the compiled programs: an
+    # eager jax.random call compiles a program of its own the first time (~0.1 s each).
+    def run_epoch(state, X, y, key, data_key, epoch, learning_rate):
+        opt_state = set_hyperparams(state.opt_state, learning_rate=learning_rate)
+        batch_key = None if data_key is None else jax.random.fold_in(data_key, epoch)
+        return epoch_fn(state._replace(opt_state=opt_state), X, y,
+                        jax.random.fold_in(key, 2 * epoch), {}, batch_key)
+
+    train_acc = make_subsampled_accuracy(model, num_train_samples, state_layout="kernel")
+    val_acc = make_subsampled_accuracy(model, num_val_samples, state_layout="kernel")
+
+    def record(params, model_state, X, y, X_val, y_val, key, epoch):
+        k_train, k_val = jax.random.split(jax.random.fold_in(key, 2 * epoch + 1))
+        return (train_acc(params, model_state, X, y, k_train),
+                val_acc(params, model_state, X_val, y_val, k_val))
+
+    return jax.jit(run_epoch), jax.jit(record)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -191,35 +240,23 @@ class Solver:
 
         num_train = self.X_train.shape[0]
         self.steps_per_epoch = max(num_train // self.batch_size, 1)
-        epoch_fn = make_train_epoch(
-            model,
-            self.optimizer,
-            batch_size=self.batch_size,
-            steps_per_epoch=self.steps_per_epoch,
-            gradients=self.gradients,
-            mesh=self.mesh,
-            state_layout="kernel",
-        )
-
-        # Per-epoch keys and the learning rate are derived inside the compiled programs: an
-        # eager jax.random call compiles a program of its own the first time (~0.1 s each).
-        def run_epoch(state, X, y, key, data_key, epoch, learning_rate):
-            opt_state = set_hyperparams(state.opt_state, learning_rate=learning_rate)
-            batch_key = None if data_key is None else jax.random.fold_in(data_key, epoch)
-            return epoch_fn(state._replace(opt_state=opt_state), X, y,
-                            jax.random.fold_in(key, 2 * epoch), {}, batch_key)
-
-        train_acc = make_subsampled_accuracy(model, self.num_train_samples,
-                                             state_layout="kernel")
-        val_acc = make_subsampled_accuracy(model, self.num_val_samples, state_layout="kernel")
-
-        def record(params, model_state, X, y, X_val, y_val, key, epoch):
-            k_train, k_val = jax.random.split(jax.random.fold_in(key, 2 * epoch + 1))
-            return (train_acc(params, model_state, X, y, k_train),
-                    val_acc(params, model_state, X_val, y_val, k_val))
-
-        self._epoch_fn = jax.jit(run_epoch)
-        self._record_fn = jax.jit(record)
+        settings = dict(batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
+                        gradients=self.gradients, mesh=self.mesh,
+                        num_train_samples=self.num_train_samples,
+                        num_val_samples=self.num_val_samples)
+        key = _program_key(model, self.update_rule, self.optim_config,
+                           set(self._state.opt_state.hyperparams),
+                           self.max_grad_norm is not None, *sorted(settings.items()))
+        programs = _PROGRAMS.get(key) if key is not None else None
+        if programs is None:
+            programs = _make_programs(model, self.optimizer, **settings)
+            if key is not None:
+                _PROGRAMS[key] = programs
+                while len(_PROGRAMS) > _MAX_PROGRAMS:
+                    _PROGRAMS.popitem(last=False)
+        else:
+            _PROGRAMS.move_to_end(key)
+        self._epoch_fn, self._record_fn = programs
         self._accuracy_programs: dict = {}
         self._reset()
 

@@ -80,6 +80,7 @@ def run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("run")
     data = blobs(N_TRAIN, 60)
     model = small_net(normalization="batchnorm")
+    solver_module.clear_program_cache()  # this Solver builds its programs itself
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(solver_module, "make_train_epoch", counting)
         solver = Solver(model, data, update_rule="sgd_momentum",
@@ -228,6 +229,7 @@ def test_load_best_model(run):
 
 def test_lr_schedule_replaces_lr_decay_without_recompiling(tmp_path):
     """Epoch 0 at 0.1, epoch 1 at 0: with plain sgd the second epoch leaves params alone."""
+    solver_module.clear_program_cache()
     data = blobs(120, 40)
     s = Solver(small_net(), data, update_rule="sgd", optim_config={"learning_rate": 0.5},
                lr_decay=0.3, lr_schedule=lambda epoch: [0.1, 0.0][epoch], batch_size=40,
@@ -244,6 +246,30 @@ def test_lr_schedule_replaces_lr_decay_without_recompiling(tmp_path):
         if name.startswith("W"):
             assert not np.array_equal(flat1[key], value)
     assert s._epoch_fn._cache_size() == 1
+
+
+def test_solvers_differing_in_hyperparameters_share_programs_and_train_as_their_own(x64):
+    """A tuning loop: Solvers that differ in learning rate, momentum, decay and seed reuse the
+    first one's compiled programs, and each trains exactly as with programs of its own."""
+    data = blobs(120, 40)
+    model = small_net(normalization="batchnorm", dtype=np.float64)
+    configs = [dict(optim_config={"learning_rate": 0.05, "momentum": 0.9}, seed=1),
+               dict(optim_config={"learning_rate": 0.2, "momentum": 0.5}, lr_decay=0.5, seed=2)]
+    common = dict(update_rule="sgd_momentum", batch_size=40, num_epochs=2, verbose=False)
+    solver_module.clear_program_cache()
+    shared = [Solver(model, data, **common, **c).train() for c in configs]
+    assert shared[0]._epoch_fn is shared[1]._epoch_fn
+    assert shared[1]._epoch_fn._cache_size() == 1  # compiled once, for both
+    for solver, config in zip(shared, configs, strict=True):
+        solver_module.clear_program_cache()
+        alone = Solver(model, data, **common, **config).train()
+        assert alone._epoch_fn is not solver._epoch_fn
+        assert alone.loss_history == solver.loss_history
+        assert_trees_equal(alone.train_state, solver.train_state)
+    assert_trees_differ(shared[0].params, shared[1].params)
+    # A different static setting (clipping, another rule) gets programs of its own.
+    clipped = Solver(model, data, **common, **configs[0], max_grad_norm=1.0)
+    assert clipped._epoch_fn is not shared[0]._epoch_fn
 
 
 def test_manual_and_autodiff_gradients_give_the_same_trajectory(x64):
