@@ -11,9 +11,10 @@ one padded, so every chunk reuses the same programs.
 
 ``batching`` says how one program runs K models: ``'vmap'`` batches them (``jax.vmap``:
 K-wide matrix products, what a GPU needs to be busy), ``'map'`` runs them one after another
-inside the program (``jax.lax.map``: each model gets the single-model program, the fastest
-on a CPU, where XLA runs batched products of these sizes about 30% slower than K separate
-ones). The default ``'auto'`` maps on the CPU and batches elsewhere.
+inside the program (``jax.lax.map``: each model gets the Solver's single-model program).
+On a 2-core CPU 16 TwoLayerNets train ~40% slower batched than mapped, unless they share
+their minibatches (``shared_batches=True``), when both ways match one Solver after another
+(``bench/bench_sweep.py``). The default ``'auto'`` maps on the CPU and batches elsewhere.
 
 Model ``k`` is exactly what :class:`jaxfc.solver.Solver` would train with the same settings,
 to float tolerance: batched matrix products may round differently (and Adam turns that
