@@ -3,7 +3,9 @@
 Each epoch is one compiled program (:func:`jaxfc.training.make_train_epoch`): the data lives
 on the device, minibatches are drawn with a key inside the program, and there is no host
 work between steps. The host wakes once per epoch to record the losses, check accuracy
-(also compiled), keep the best parameters, write a checkpoint and print progress.
+(also compiled), keep the best parameters, write a checkpoint and print progress. The state
+is kept in the epoch's kernel weight layout and converted when read; Solvers that differ
+only in hyperparameter values share their compiled programs.
 
 Example::
 
