@@ -496,7 +496,7 @@ def sweep_worker_main(spec_json: str) -> None:
         if len(epoch_s) != E:
             raise RuntimeError(f"expected {E} per-epoch times in jaxfc.sweep's log, got "
                                f"{epoch_s}:\n{log.getvalue()[-1000:]}")
-        return epoch_s, total
+        return sum(epoch_s[1:]), total  # steady state: the epochs after the first
 
     def one_after_another():
         total, steady = 0.0, 0.0
@@ -517,8 +517,8 @@ def sweep_worker_main(spec_json: str) -> None:
             "sequential": lambda: one_after_another()}
     for order in (list(ways), list(ways)[::-1]):
         for way in order:
-            times, total = ways[way]()
-            steady[way] += sum(times[1:]) if isinstance(times, list) else times
+            steady_s, total = ways[way]()
+            steady[way] += steady_s
             totals.setdefault(way, total)
     at_once_total, seq_total = totals["at_once"], totals["sequential"]
     model_samples = 2 * K * (E - 1) * max(n // B, 1) * B

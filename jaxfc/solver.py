@@ -19,6 +19,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 import time
@@ -34,7 +35,6 @@ from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.parallel import check_batch_divisible, replicate
 from jaxfc.training import (
     TrainState,
-    make_accuracy,
     make_subsampled_accuracy,
     make_train_epoch,
     transpose_weights,
@@ -66,6 +66,22 @@ def _program_key(model, update_rule, optim_config, hyperparam_names, *rest):
     except TypeError:
         return None
     return key
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_accuracy_program(model, num_samples, batch_size, layout):
+    return jax.jit(make_subsampled_accuracy(model, num_samples, batch_size=batch_size,
+                                            state_layout=layout))
+
+
+def _accuracy_program(model, num_samples, batch_size, layout):
+    """The jitted accuracy program of these settings, compiled once per model and shape
+    (a fresh one for a model that cannot be hashed)."""
+    try:
+        return _cached_accuracy_program(model, num_samples, batch_size, layout)
+    except TypeError:
+        return jax.jit(make_subsampled_accuracy(model, num_samples, batch_size=batch_size,
+                                                state_layout=layout))
 
 
 def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, mesh,
@@ -259,7 +275,6 @@ class Solver:
         else:
             _PROGRAMS.move_to_end(key)
         self._epoch_fn, self._record_fn = programs
-        self._accuracy_programs: dict = {}
         self._reset()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -330,20 +345,17 @@ class Solver:
         y = jnp.asarray(y, jnp.int32)
         if num_samples is not None and num_samples >= X.shape[0]:
             num_samples = None
-        program = (num_samples, batch_size, layout)
-        if program not in self._accuracy_programs:
-            self._accuracy_programs[program] = jax.jit(make_subsampled_accuracy(
-                self.model, num_samples, batch_size=batch_size, state_layout=layout))
+        program = _accuracy_program(self.model, num_samples, batch_size, layout)
         key = jax.random.key(0) if key is None else key
-        return float(self._accuracy_programs[program](params, model_state, X, y, key))
+        return float(program(params, model_state, X, y, key))
 
     @staticmethod
     def evaluate(model, params, model_state, X, y, batch_size: int = 1000) -> float:
         """Accuracy of ``model`` with the given parameters on X, y (evaluation mode)."""
         X = jnp.asarray(X, model.dtype)
         y = jnp.asarray(y, jnp.int32)
-        return float(jax.jit(make_accuracy(model, batch_size=batch_size))(
-            params, model_state, X, y))
+        program = _accuracy_program(model, None, batch_size, "model")
+        return float(program(params, model_state, X, y, jax.random.key(0)))
 
     def _record_accuracy(self, epoch: int) -> tuple[float, float]:
         accuracies = self._record_fn(self._state.params, self._state.model_state, self.X_train,
