@@ -30,13 +30,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfc import checkpoint as ckpt
+from jaxfc import host_random
 from jaxfc.models import GRADIENT_MODES
 from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.parallel import check_batch_divisible, replicate
 from jaxfc.training import (
     TrainState,
+    epoch_batches,
+    make_epoch_on_batches,
     make_subsampled_accuracy,
-    make_train_epoch,
     transpose_weights,
 )
 
@@ -44,6 +46,12 @@ DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 
 # Model layout <-> kernel layout (its own inverse); see jaxfc.training.
 _swap_layout = jax.jit(transpose_weights)
+
+
+def _to_kernel(params):
+    """Given parameters in the kernel layout, transposed on the host (no compilation);
+    numpy dtypes are canonicalized as ``jnp.asarray`` would."""
+    return jax.device_put(transpose_weights(jax.tree_util.tree_map(np.asarray, params)))
 
 # The compiled epoch and accuracy programs of recent configurations. The programs read every
 # numeric hyperparameter from the optimizer state, so Solvers that differ only in learning
@@ -84,20 +92,48 @@ def _accuracy_program(model, num_samples, batch_size, layout):
                                                 state_layout=layout))
 
 
-def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, mesh,
-                   num_train_samples, num_val_samples):
-    """``(run_epoch, record)``, both jitted, over the kernel-layout state."""
-    epoch_fn = make_train_epoch(model, optimizer, batch_size=batch_size,
-                                steps_per_epoch=steps_per_epoch, gradients=gradients,
-                                mesh=mesh, state_layout="kernel")
+def _init_fn(model, part):
+    def init(key):
+        params, model_state = model.init(key)
+        return {"params": transpose_weights(params), "model_state": model_state}[part]
 
-    # Per-epoch keys and the learning rate are derived inside the compiled programs: an
-    # eager jax.random call compiles a program of its own the first time (~0.1 s each).
-    def run_epoch(state, X, y, key, data_key, epoch, learning_rate):
+    return jax.jit(init)
+
+
+_cached_init_fn = functools.lru_cache(maxsize=16)(_init_fn)
+
+
+def _init_program(model, part: str):
+    """``key -> part`` of ``model.init(key)``, 'params' (in the kernel layout) or
+    'model_state', compiled once per model (XLA drops the other part's work)."""
+    try:
+        return _cached_init_fn(model, part)
+    except TypeError:  # an unhashable model
+        return _init_fn(model, part)
+
+
+def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, mesh,
+                   num_train_samples, num_val_samples, key_impl):
+    """``(run_epoch, device_batches, record)``, all jitted, over the kernel-layout state.
+
+    The epoch's minibatch indices and dropout keys come in as arrays: the Solver draws them
+    on the host (:mod:`jaxfc.host_random`), or with ``device_batches`` for keys the host
+    cannot hash; both give what :func:`jaxfc.training.make_train_epoch` would draw."""
+    run = make_epoch_on_batches(model, optimizer, gradients=gradients, mesh=mesh,
+                                state_layout="kernel")
+
+    # The learning rate is set inside the program: an eager call compiles a program of its
+    # own the first time.
+    def run_epoch(state, X, y, indices, step_key_data, learning_rate):
         opt_state = set_hyperparams(state.opt_state, learning_rate=learning_rate)
+        step_keys = jax.random.wrap_key_data(step_key_data, impl=key_impl)
+        return run(state._replace(opt_state=opt_state), X, y, indices, step_keys, {})
+
+    def device_batches(key, data_key, epoch, num_train):
         batch_key = None if data_key is None else jax.random.fold_in(data_key, epoch)
-        return epoch_fn(state._replace(opt_state=opt_state), X, y,
-                        jax.random.fold_in(key, 2 * epoch), {}, batch_key)
+        indices, step_keys = epoch_batches(jax.random.fold_in(key, 2 * epoch), num_train,
+                                           batch_size, steps_per_epoch, batch_key)
+        return indices, jax.random.key_data(step_keys)
 
     train_acc = make_subsampled_accuracy(model, num_train_samples, state_layout="kernel")
     val_acc = make_subsampled_accuracy(model, num_val_samples, state_layout="kernel")
@@ -107,7 +143,7 @@ def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, 
         return (train_acc(params, model_state, X, y, k_train),
                 val_acc(params, model_state, X_val, y_val, k_val))
 
-    return jax.jit(run_epoch), jax.jit(record)
+    return (jax.jit(run_epoch), jax.jit(device_batches, static_argnums=3), jax.jit(record))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -230,24 +266,7 @@ class Solver:
             self.optimizer = clip_by_global_norm(self.optimizer, float(self.max_grad_norm))
         self.data_seed = data_seed
         self.data_key = None if data_seed is None else jax.random.key(data_seed)
-        # One compiled program builds the keys and all initial state: each eager operation
-        # would be compiled on its own, which dominates the time to the first step.
-        optimizer = self.optimizer
-
-        def start(root, params, model_state):
-            root = jax.random.key(root) if root.dtype == jnp.int32 else root
-            init_key, run_key = jax.random.split(root)
-            if params is None or model_state is None:
-                init_params, init_state = model.init(init_key)
-                params = init_params if params is None else params
-                model_state = init_state if model_state is None else model_state
-            # The state lives in the compiled epoch's kernel layout (weights stored
-            # (out, in)); ``train_state`` and ``best_params`` convert on access.
-            state = TrainState(params, model_state, optimizer.init(params))
-            return run_key, transpose_weights(state)
-
-        root = key if key is not None else jnp.asarray(seed, jnp.int32)
-        self.key, self._state = jax.jit(start)(root, params, model_state)
+        self.key, self._state = self._initial_state(seed, key, params, model_state)
         self.base_learning_rate = float(self.optim_config.get(
             "learning_rate", self._state.opt_state.hyperparams["learning_rate"]))
         if self.mesh is not None:
@@ -261,7 +280,8 @@ class Solver:
         settings = dict(batch_size=self.batch_size, steps_per_epoch=self.steps_per_epoch,
                         gradients=self.gradients, mesh=self.mesh,
                         num_train_samples=self.num_train_samples,
-                        num_val_samples=self.num_val_samples)
+                        num_val_samples=self.num_val_samples,
+                        key_impl=str(jax.random.key_impl(self.key)))
         key = _program_key(model, self.update_rule, self.optim_config,
                            set(self._state.opt_state.hyperparams),
                            self.max_grad_norm is not None, *sorted(settings.items()))
@@ -274,8 +294,45 @@ class Solver:
                     _PROGRAMS.popitem(last=False)
         else:
             _PROGRAMS.move_to_end(key)
-        self._epoch_fn, self._record_fn = programs
+        self._epoch_fn, self._device_batches, self._record_fn = programs
         self._reset()
+
+    def _initial_state(self, seed, key, params, model_state):
+        """``(run_key, train_state)``: ``split(root)`` gives the init and run keys, the
+        state is in the kernel layout. Everything that can is done on the host: each eager
+        JAX operation would compile a program of its own the first time."""
+        if key is None and isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32:
+            init_words, run_words = host_random.split(host_random.seed_words(int(seed)))
+            init_key, run_key = (jax.random.wrap_key_data(w) for w in (init_words, run_words))
+        else:
+            root = key if key is not None else jax.random.key(seed)
+            init_key, run_key = jax.jit(jax.random.split)(root)
+        if params is None:
+            params = _init_program(self.model, "params")(init_key)
+        else:
+            params = _to_kernel(params)
+        if model_state is None:
+            model_state = _init_program(self.model, "model_state")(init_key)
+        # The optimizer starts from the kernel-layout parameters, so its state is in that
+        # layout too (every jaxfc optimizer treats entries independently of position).
+        opt_state = jax.jit(self.optimizer.init)(params)
+        return run_key, TrainState(params, model_state, opt_state)
+
+    def _epoch_inputs(self, epoch: int):
+        """The minibatch indices and dropout key data of ``epoch``: on the host when the
+        keys allow it, else with the compiled ``device_batches``; the same arrays either
+        way."""
+        num_train = self.X_train.shape[0]
+        if host_random.supports(self.key) and (
+                self.data_key is None or host_random.supports(self.data_key)):
+            words = host_random.fold_in(host_random.key_words(self.key), 2 * epoch)
+            batch_words = None if self.data_key is None else host_random.fold_in(
+                host_random.key_words(self.data_key), epoch)
+            drawn = host_random.epoch_batches(words, num_train, self.batch_size,
+                                              self.steps_per_epoch, batch_words)
+            if drawn is not None:
+                return drawn
+        return self._device_batches(self.key, self.data_key, epoch, num_train)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -397,8 +454,9 @@ class Solver:
         epoch = self.epoch
         start = time.perf_counter()
         lr = self.learning_rate_at(epoch)
-        new_ts, losses = self._epoch_fn(self._state, self.X_train, self.y_train, self.key,
-                                        self.data_key, epoch, lr)
+        indices, step_key_data = self._epoch_inputs(epoch)
+        new_ts, losses = self._epoch_fn(self._state, self.X_train, self.y_train, indices,
+                                        step_key_data, lr)
         losses = np.asarray(losses)
         if not np.all(np.isfinite(losses)):
             step = int(np.argmin(np.isfinite(losses)))

@@ -104,6 +104,58 @@ def make_train_step(model, optimizer: Optimizer, *, gradients: str = "manual",
     return step
 
 
+def epoch_batches(key: Array, num_train: int, batch_size: int, steps: int,
+                  batch_key: Array | None = None) -> tuple[Array, Array]:
+    """One epoch's random draws from ``key``: ``(indices, step_keys)``, the minibatch
+    indices of shape (steps, batch_size) (see :func:`minibatch_indices`) and one dropout
+    key per step. ``key`` is split into a batch key and a dropout key; ``batch_key``, if
+    given, draws the minibatches instead (models that share it see the same batches).
+    :func:`jaxfc.host_random.epoch_batches` computes the same arrays on the host."""
+    own_batch_key, dropout_key = jax.random.split(key)
+    batch_key = own_batch_key if batch_key is None else batch_key
+    indices = minibatch_indices(batch_key, num_train, batch_size, steps)
+    return indices, jax.random.split(dropout_key, steps)
+
+
+def make_epoch_on_batches(
+    model,
+    optimizer: Optimizer,
+    *,
+    gradients: str = "manual",
+    mesh=None,
+    state_layout: str = "model",
+    kernel_steps: bool = True,
+) -> Callable:
+    """``run(train_state, X, y, indices, step_keys, model_hparams) -> (train_state,
+    losses)``: the steps of one epoch inside one ``lax.scan``, step ``i`` training on the
+    rows ``indices[i]`` of the device-resident X and y with dropout key ``step_keys[i]``.
+    The arguments are those of :func:`make_train_epoch`, which draws ``indices`` and
+    ``step_keys`` with :func:`epoch_batches` and then calls this."""
+    _check_layout(state_layout)
+    if not kernel_steps and state_layout != "model":
+        raise ValueError("kernel_steps=False needs state_layout='model'")
+    step = make_train_step(model, optimizer, gradients=gradients,
+                           state_layout="kernel" if kernel_steps else "model")
+
+    def run(ts: TrainState, X, y, indices, step_keys, model_hparams):
+        if state_layout == "model" and kernel_steps:
+            ts, losses = kernel_run(transpose_weights(ts), X, y, indices, step_keys,
+                                    model_hparams)
+            return transpose_weights(ts), losses
+        return kernel_run(ts, X, y, indices, step_keys, model_hparams)
+
+    def kernel_run(ts: TrainState, X, y, indices, step_keys, model_hparams):
+        def body(ts, inputs):
+            idx, k = inputs
+            Xb = constrain_batch(jnp.take(X, idx, axis=0), mesh)
+            yb = constrain_batch(jnp.take(y, idx, axis=0), mesh)
+            return step(ts, Xb, yb, k, model_hparams)
+
+        return jax.lax.scan(body, ts, (indices, step_keys))
+
+    return run
+
+
 def make_train_epoch(
     model,
     optimizer: Optimizer,
@@ -119,8 +171,9 @@ def make_train_epoch(
     function whose steps run inside one ``lax.scan`` (no host work between steps). Each
     step gathers its minibatch from the device-resident X and y; ``key`` draws the
     minibatches and one dropout key per step, unless ``batch_key`` is given to draw the
-    minibatches (models in a sweep that share it see the same batches). With a ``mesh``
-    (see :mod:`jaxfc.parallel`) each minibatch is split over the mesh's devices.
+    minibatches (models in a sweep that share it see the same batches); see
+    :func:`epoch_batches`. With a ``mesh`` (see :mod:`jaxfc.parallel`) each minibatch is
+    split over the mesh's devices.
 
     The steps run in the kernel layout (see the module docstring). With
     ``state_layout='model'`` the epoch takes and returns the train state in the model's
@@ -129,31 +182,13 @@ def make_train_epoch(
     epochs. ``kernel_steps=False`` runs the steps in the model's layout instead, with no
     transposes at all (only with ``state_layout='model'``): sweeps batched with ``vmap`` use
     it, because XLA:CPU turns the transposes of batched weights into copies."""
-    _check_layout(state_layout)
-    if not kernel_steps and state_layout != "model":
-        raise ValueError("kernel_steps=False needs state_layout='model'")
-    step = make_train_step(model, optimizer, gradients=gradients,
-                           state_layout="kernel" if kernel_steps else "model")
+    run = make_epoch_on_batches(model, optimizer, gradients=gradients, mesh=mesh,
+                                state_layout=state_layout, kernel_steps=kernel_steps)
 
     def epoch(ts: TrainState, X, y, key, model_hparams, batch_key=None):
-        if state_layout == "model" and kernel_steps:
-            ts, losses = kernel_epoch(transpose_weights(ts), X, y, key, model_hparams, batch_key)
-            return transpose_weights(ts), losses
-        return kernel_epoch(ts, X, y, key, model_hparams, batch_key)
-
-    def kernel_epoch(ts: TrainState, X, y, key, model_hparams, batch_key):
-        own_batch_key, dropout_key = jax.random.split(key)
-        batch_key = own_batch_key if batch_key is None else batch_key
-        indices = minibatch_indices(batch_key, X.shape[0], batch_size, steps_per_epoch)
-        step_keys = jax.random.split(dropout_key, steps_per_epoch)
-
-        def body(ts, inputs):
-            idx, k = inputs
-            Xb = constrain_batch(jnp.take(X, idx, axis=0), mesh)
-            yb = constrain_batch(jnp.take(y, idx, axis=0), mesh)
-            return step(ts, Xb, yb, k, model_hparams)
-
-        return jax.lax.scan(body, ts, (indices, step_keys))
+        indices, step_keys = epoch_batches(key, X.shape[0], batch_size, steps_per_epoch,
+                                           batch_key)
+        return run(ts, X, y, indices, step_keys, model_hparams)
 
     return epoch
 

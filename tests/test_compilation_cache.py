@@ -20,8 +20,8 @@ folder = jaxfc.enable_compilation_cache(sys.argv[1])
 data = load_digits()
 model = FullyConnectedNet((32,), input_dim=64, num_classes=10)
 solver = Solver(model, data, update_rule="adam", num_epochs=1, batch_size=100, verbose=False)
-state, _ = solver._epoch_fn(solver._state, solver.X_train, solver.y_train, solver.key, None,
-                            0, 1e-3)
+state, _ = solver._epoch_fn(solver._state, solver.X_train, solver.y_train,
+                            *solver._epoch_inputs(0), 1e-3)
 jax.block_until_ready(state)
 loss = float(solver.train().loss_history[-1])
 print(json.dumps({"files": sorted(p.name for p in folder.iterdir()), "loss": loss}))

@@ -66,7 +66,7 @@ def run(tmp_path_factory):
     """A 3-epoch batchnorm run with lr_decay and per-epoch checkpoints; counts how often the
     epoch function is traced."""
     traces = []
-    real = solver_module.make_train_epoch
+    real = solver_module.make_epoch_on_batches
 
     def counting(*args, **kwargs):
         epoch = real(*args, **kwargs)
@@ -82,7 +82,7 @@ def run(tmp_path_factory):
     model = small_net(normalization="batchnorm")
     solver_module.clear_program_cache()  # this Solver builds its programs itself
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(solver_module, "make_train_epoch", counting)
+        mp.setattr(solver_module, "make_epoch_on_batches", counting)
         solver = Solver(model, data, update_rule="sgd_momentum",
                         optim_config={"learning_rate": LR}, lr_decay=DECAY, batch_size=BATCH,
                         num_epochs=EPOCHS, num_train_samples=100, verbose=False,
@@ -270,6 +270,34 @@ def test_solvers_differing_in_hyperparameters_share_programs_and_train_as_their_
     # A different static setting (clipping, another rule) gets programs of its own.
     clipped = Solver(model, data, **common, **configs[0], max_grad_norm=1.0)
     assert clipped._epoch_fn is not shared[0]._epoch_fn
+
+
+@pytest.mark.parametrize("data_seed", [None, 5])
+def test_epoch_draws_on_the_host_equal_the_compiled_draws(data_seed):
+    """The Solver draws minibatches and dropout keys on the host (jaxfc.host_random); they
+    are exactly what its compiled ``device_batches`` (make_train_epoch's draws) give."""
+    solver = Solver(_resume_model(), blobs(110, 20), batch_size=25, data_seed=data_seed,
+                    seed=9, verbose=False)
+    for epoch in range(3):
+        indices, step_key_data = solver._epoch_inputs(epoch)
+        assert isinstance(indices, np.ndarray)  # drawn on the host
+        device = solver._device_batches(solver.key, solver.data_key, epoch, 110)
+        np.testing.assert_array_equal(indices, device[0])
+        np.testing.assert_array_equal(step_key_data, device[1])
+
+
+def test_keys_the_host_cannot_hash_train_with_draws_on_the_device():
+    """An rbg key (not Threefry): the epoch inputs come from the compiled draws, and two
+    Solvers with the same key train identically."""
+    data, model = blobs(110, 20), _resume_model()
+    runs = [Solver(model, data, batch_size=25, num_epochs=2, key=jax.random.key(4, impl="rbg"),
+                   verbose=False) for _ in range(2)]
+    indices, _ = runs[0]._epoch_inputs(0)
+    assert isinstance(indices, jax.Array) and indices.shape == (4, 25)
+    for solver in runs:
+        solver.train()
+    assert np.all(np.isfinite(runs[0].loss_history))
+    np.testing.assert_array_equal(runs[0].loss_history, runs[1].loss_history)
 
 
 def test_manual_and_autodiff_gradients_give_the_same_trajectory(x64):

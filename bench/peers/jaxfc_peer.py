@@ -32,7 +32,7 @@ def _solver(model, params, X, y, batch_size, config: RunConfig, gradients):
         verbose=False,
         gradients=gradients,
         seed=config.seed + 1,
-        params={k: jnp.asarray(v, dtype) for k, v in params.items()},
+        params={k: np.asarray(v, dtype) for k, v in params.items()},
     )
 
 
@@ -51,24 +51,26 @@ class JaxfcTrainer(Trainer):
     def run_steps(self, n):
         s = self.solver
         for _ in range(self._check_steps(n)):
-            self.train_state, _ = s._epoch_fn(self.train_state, s.X_train, s.y_train, s.key,
-                                              s.data_key, self.epoch, s.learning_rate_at(0))
+            indices, step_key_data = s._epoch_inputs(self.epoch)
+            self.train_state, _ = s._epoch_fn(self.train_state, s.X_train, s.y_train, indices,
+                                              step_key_data, s.learning_rate_at(0))
             self.epoch += 1
         jax.block_until_ready(self.train_state)
 
     def train_on(self, indices):
-        """One step per row: a Solver whose training set is one minibatch, so its compiled
-        epoch is one step (that step permutes the minibatch, which changes the loss and the
-        gradients only by rounding)."""
+        """One step per row: the Solver's compiled epoch run on one minibatch at a time
+        (the rows in order)."""
         B = self.batch_size
         solver = _solver(self.model, self.params, self.X[:B], self.y[:B], B, self.config,
                          self.gradients)
         assert solver.steps_per_epoch == 1
         ts, losses = solver._state, []
+        in_order = np.arange(B, dtype=np.int32).reshape(1, B)
         for step, idx in enumerate(indices):
             Xb = jnp.asarray(self.X[idx], self.model.dtype)
             yb = jnp.asarray(self.y[idx], jnp.int32)
-            ts, loss = solver._epoch_fn(ts, Xb, yb, solver.key, None, step,
+            _, step_key_data = solver._epoch_inputs(step)
+            ts, loss = solver._epoch_fn(ts, Xb, yb, in_order, step_key_data,
                                         solver.learning_rate_at(0))
             losses.append(loss[0])
         return np.asarray(jnp.stack(losses), np.float64)

@@ -33,7 +33,7 @@ max_diff = max(
     for k in single.params
 )
 compiled = sharded._epoch_fn.lower(
-    sharded._state, sharded.X_train, sharded.y_train, sharded.key, None, 0, 0.05
+    sharded._state, sharded.X_train, sharded.y_train, *sharded._epoch_inputs(0), 0.05
 ).compile()
 batch = shard_batch(jnp.zeros((64, 64)), mesh)
 print(json.dumps({
