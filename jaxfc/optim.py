@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import tree_util as jtu
 
 Params = Any
@@ -129,8 +130,14 @@ def _check_number(name, value, lo=None, hi=None, lo_open=False, hi_open=False):
         raise ValueError(f"{name} must be a scalar, got shape {shape}")
 
 
+def _float32_scalar(value) -> jax.Array:
+    if isinstance(value, (int, float, np.number)):
+        return jax.device_put(np.float32(value))  # no eager conversion to compile
+    return jnp.asarray(value, dtype=jnp.float32)
+
+
 def _hyperparams(**values) -> dict[str, jax.Array]:
-    return {k: jnp.asarray(v, dtype=jnp.float32) for k, v in values.items()}
+    return {k: _float32_scalar(v) for k, v in values.items()}
 
 
 def _hp(state, name, like):
@@ -247,8 +254,28 @@ def _map_unzip(fn, n: int, params, *others):
     return tuple(treedef.unflatten([o[i] for o in outs]) for i in range(n))
 
 
+def _zeros_like(x):
+    """``jnp.zeros_like(x)``; for concrete arrays made on the host and placed like ``x``:
+    an eager ``zeros_like`` compiles a program per shape (~30 ms for the first)."""
+    if isinstance(x, np.ndarray):
+        return jax.device_put(np.zeros_like(x))
+    if isinstance(x, jax.Array) and not isinstance(x, jax.core.Tracer):
+        return jax.device_put(np.zeros(x.shape, x.dtype), x.sharding if x.committed else None)
+    return jnp.zeros_like(x)
+
+
 def _zeros_like_tree(params):
-    return jtu.tree_map(jnp.zeros_like, params)
+    return jtu.tree_map(_zeros_like, params)
+
+
+def _check_float_tree(tree, what: str) -> None:
+    """Raise TypeError naming the path of a non-floating leaf (without converting)."""
+    for path, leaf in jtu.tree_leaves_with_path(tree):
+        dtype = leaf.dtype if hasattr(leaf, "dtype") else jnp.asarray(leaf).dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise TypeError(
+                f"{what} leaf {_path_str(path)!r} must be a floating array, got dtype {dtype}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,7 +290,7 @@ def sgd(learning_rate: float = 1e-2) -> Optimizer:
     _check_number("learning_rate", learning_rate, lo=0.0)
 
     def init(params):
-        _as_float_tree(params, "params")
+        _check_float_tree(params, "params")
         return SgdState(_hyperparams(learning_rate=learning_rate))
 
     def update(params, grads, state):
@@ -280,7 +307,7 @@ def _momentum_optimizer(learning_rate, momentum, step) -> Optimizer:
     _check_number("momentum", momentum, lo=0.0, hi=1.0, hi_open=True)
 
     def init(params):
-        params = _as_float_tree(params, "params")
+        _check_float_tree(params, "params")
         return MomentumState(
             _zeros_like_tree(params),
             _hyperparams(learning_rate=learning_rate, momentum=momentum),
@@ -359,7 +386,7 @@ def rmsprop(
     _check_number("epsilon", epsilon, lo=0.0)
 
     def init(params):
-        params = _as_float_tree(params, "params")
+        _check_float_tree(params, "params")
         return RMSPropState(
             _zeros_like_tree(params),
             _hyperparams(learning_rate=learning_rate, decay_rate=decay_rate, epsilon=epsilon),
@@ -395,7 +422,7 @@ def adagrad(learning_rate: float = 1e-2, epsilon: float = 1e-8) -> Optimizer:
     _check_number("epsilon", epsilon, lo=0.0)
 
     def init(params):
-        params = _as_float_tree(params, "params")
+        _check_float_tree(params, "params")
         return AdagradState(
             _zeros_like_tree(params), _hyperparams(learning_rate=learning_rate, epsilon=epsilon)
         )
@@ -455,9 +482,9 @@ def _adam_like(learning_rate, beta1, beta2, epsilon, weight_decay, decay_mask) -
             decay_mask = jtu.tree_map(bool, decay_mask)  # fail early on non-bool leaves
 
     def init(params):
-        params = _as_float_tree(params, "params")
+        _check_float_tree(params, "params")
         return AdamState(
-            jnp.zeros((), jnp.int32),
+            jax.device_put(np.zeros((), np.int32)),
             _zeros_like_tree(params),
             _zeros_like_tree(params),
             _hyperparams(**hp),

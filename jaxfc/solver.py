@@ -48,9 +48,18 @@ DATA_KEYS = ("X_train", "y_train", "X_val", "y_val")
 _swap_layout = jax.jit(transpose_weights)
 
 
+def _device_array(x, dtype):
+    """``x`` as a device array of ``dtype``; host arrays are converted by NumPy and copied
+    (``jnp.asarray`` compiles a small program per new shape)."""
+    if isinstance(x, jax.Array):
+        return x if x.dtype == dtype else x.astype(dtype)
+    return jax.device_put(np.asarray(x, dtype))
+
+
 def _to_kernel(params):
-    """Given parameters in the kernel layout, transposed on the host (no compilation);
-    numpy dtypes are canonicalized as ``jnp.asarray`` would."""
+    """Parameters in the kernel layout, transposed on the host (a transposing program
+    would take ~30 ms per weight to compile); numpy dtypes are canonicalized as
+    ``jnp.asarray`` would."""
     return jax.device_put(transpose_weights(jax.tree_util.tree_map(np.asarray, params)))
 
 # The compiled epoch and accuracy programs of recent configurations. The programs read every
@@ -93,19 +102,15 @@ def _accuracy_program(model, num_samples, batch_size, layout):
 
 
 def _init_fn(model, part):
-    def init(key):
-        params, model_state = model.init(key)
-        return {"params": transpose_weights(params), "model_state": model_state}[part]
-
-    return jax.jit(init)
+    return jax.jit(lambda key: model.init(key)[{"params": 0, "model_state": 1}[part]])
 
 
 _cached_init_fn = functools.lru_cache(maxsize=16)(_init_fn)
 
 
 def _init_program(model, part: str):
-    """``key -> part`` of ``model.init(key)``, 'params' (in the kernel layout) or
-    'model_state', compiled once per model (XLA drops the other part's work)."""
+    """``key -> part`` of ``model.init(key)``, 'params' or 'model_state', compiled once per
+    model (XLA drops the other part's work)."""
     try:
         return _cached_init_fn(model, part)
     except TypeError:  # an unhashable model
@@ -256,10 +261,10 @@ class Solver:
         if self.mesh is not None:
             check_batch_divisible(self.batch_size, self.mesh)
         dtype = model.dtype
-        self.X_train = jnp.asarray(data["X_train"], dtype)
-        self.y_train = jnp.asarray(data["y_train"], jnp.int32)
-        self.X_val = jnp.asarray(data["X_val"], dtype)
-        self.y_val = jnp.asarray(data["y_val"], jnp.int32)
+        self.X_train = _device_array(data["X_train"], dtype)
+        self.y_train = _device_array(data["y_train"], jnp.int32)
+        self.X_val = _device_array(data["X_val"], dtype)
+        self.y_val = _device_array(data["y_val"], jnp.int32)
 
         self.optimizer = get_optimizer(self.update_rule, **self.optim_config)
         if self.max_grad_norm is not None:
@@ -309,13 +314,13 @@ class Solver:
             init_key, run_key = jax.jit(jax.random.split)(root)
         if params is None:
             params = _init_program(self.model, "params")(init_key)
-        else:
-            params = _to_kernel(params)
+        params = _to_kernel(params)
         if model_state is None:
             model_state = _init_program(self.model, "model_state")(init_key)
         # The optimizer starts from the kernel-layout parameters, so its state is in that
         # layout too (every jaxfc optimizer treats entries independently of position).
-        opt_state = jax.jit(self.optimizer.init)(params)
+        # jaxfc's optimizers build their state on the host: no program to compile.
+        opt_state = self.optimizer.init(params)
         return run_key, TrainState(params, model_state, opt_state)
 
     def _epoch_inputs(self, epoch: int):

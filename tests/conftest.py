@@ -32,3 +32,17 @@ def x64():
 def compilation_cache_in_tmp(tmp_path_factory):
     """`jaxfc` commands keep compiled programs on disk: in pytest's tmp, not the home."""
     os.environ.setdefault("JAXFC_CACHE_DIR", str(tmp_path_factory.mktemp("xla-cache")))
+
+
+@pytest.fixture
+def compiled_programs():
+    """The names of the programs XLA compiles while the test runs (a list, filled live)."""
+    names = []
+
+    def listener(event, duration, **kwargs):
+        if event == "/jax/core/compile/backend_compile_duration":
+            names.append(kwargs.get("fun_name", "?"))
+
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    yield names
+    jax.monitoring.unregister_event_duration_listener(listener)

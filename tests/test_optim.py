@@ -347,6 +347,20 @@ def test_flat_array_params(name):
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
+def test_init_on_concrete_params_compiles_nothing(name, compiled_programs):
+    """The state is built on the host: an eager zeros_like would compile a program per
+    shape (shapes no other test uses, so no earlier compilation can hide one)."""
+    params = {"W": np.ones((17, 29), np.float32), "b": jnp.ones(31)}
+    compiled_programs.clear()
+    state = get_optimizer(name).init(params)
+    assert compiled_programs == []
+    for moments in [v for k, v in state._asdict().items() if isinstance(v, dict)
+                    and k != "hyperparams"]:
+        assert all(isinstance(m, jax.Array) for m in moments.values())
+        assert moments["W"].shape == (17, 29) and not np.any(np.asarray(moments["W"]))
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
 def test_no_recompile_when_learning_rate_changes(name):
     opt = get_optimizer(name)
     traces = []
