@@ -12,7 +12,7 @@ workers when to train and collects their timings. Per workload:
 
 1. each worker builds its trainer and trains its first call (1 step, or 1 epoch for the
    scan-based peers): **first step** = that wall time minus the remaining steps of the call
-   at steady-state speed (compilation + setup + one step);
+   at the speed of the next call, run right after it (compilation + setup + one step);
 2. **throughput**: ``--reps`` repetitions, each running every peer in turn (order rotated
    per repetition) for about ``--seconds``; the median samples/s, with min-max;
 3. **peak memory**: growth of the worker's peak RSS (VmHWM, reset) from just before the
@@ -177,8 +177,13 @@ def worker_main(spec_json: str) -> None:
         trainer = module.make(workload, params, X, y, config=config, **peer.options)
         trainer.run_steps(trainer.steps_per_call)
         first_call_s = time.perf_counter() - t0
+        # The next call, back to back, prices the first call's other steps: the machine's
+        # speed drifts over seconds, so a rate measured later would skew the first step.
+        t0 = time.perf_counter()
+        trainer.run_steps(trainer.steps_per_call)
+        next_call_s = time.perf_counter() - t0
         reply({"ok": True, "steps_per_call": trainer.steps_per_call, "import_s": import_s,
-               "first_call_s": first_call_s})
+               "first_call_s": first_call_s, "next_call_s": next_call_s})
         for line in sys.stdin:
             cmd = json.loads(line)
             if cmd["cmd"] == "run":
@@ -389,7 +394,7 @@ def run_workload(wname, peer_names, config, args, env, tmpdir) -> dict:
             per_step[name] = t / (calls * spc)
             calls = max(1, round(args.seconds / (per_step[name] * spc)))
             run_steps[name] = calls * spc
-            first = w.hello["first_call_s"] - (spc - 1) * per_step[name]
+            first = first_step_s(w.hello)
             result["peers"][name] = {
                 "steps_per_call": spc,
                 "import_s": w.hello["import_s"],
@@ -427,6 +432,13 @@ def run_workload(wname, peer_names, config, args, env, tmpdir) -> dict:
     return result
 
 
+def first_step_s(hello: dict) -> float:
+    """A worker's time to its first step: its first call minus that call's other steps,
+    priced at the back-to-back next call's speed."""
+    spc = hello["steps_per_call"]
+    return hello["first_call_s"] - (spc - 1) / spc * hello["next_call_s"]
+
+
 def measure_cached_first_step(args, config, env, tmpdir, workload_result) -> dict:
     """jaxfc's time to the first step on W1 with its persistent compilation cache
     (``jaxfc.enable_compilation_cache``, on by default in the ``jaxfc`` command): two fresh
@@ -435,15 +447,13 @@ def measure_cached_first_step(args, config, env, tmpdir, workload_result) -> dic
     peer = workload_result["peers"].get("jaxfc-manual")
     if not peer:
         return {"measured": False, "note": "not measured: jaxfc-manual did not run on W1"}
-    per_step = workload_result["batch_size"] / peer["samples_per_s"]
     params_path = os.path.join(tmpdir, "W1_params.npz")
     cache_env = {**env, "JAXFC_BENCH_CACHE_DIR": os.path.join(tmpdir, "xla-cache")}
     result = {"measured": True}
     for run in ("cold", "warm"):
         w = Worker("jaxfc-manual", "W1", config, args.samples, params_path, cache_env)
         w.close()
-        spc = w.hello["steps_per_call"]
-        result[f"{run}_s"] = w.hello["first_call_s"] - (spc - 1) * per_step
+        result[f"{run}_s"] = first_step_s(w.hello)
     return result
 
 
