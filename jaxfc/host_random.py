@@ -1,12 +1,14 @@
 """jax.random's Threefry derivations computed on the host with NumPy, bit for bit.
 
-The Solver draws each epoch's minibatch order and dropout keys here, between epochs, instead
-of inside its compiled epoch: on CPU, XLA compiles every Threefry call site of a program
-into a loop of ~9 kernels (60-80 ms each on a 2-core machine), and the key derivations and
-the permutation made up a third of the epoch's compile time. On the host they cost ~1 ms
+The Solver draws each epoch's minibatch order and dropout keys, and the subsamples its
+accuracy checks use, here, between epochs, instead of inside its compiled programs: on CPU,
+XLA compiles every Threefry call site of a program into a loop of ~9 kernels (60-80 ms each
+on a 2-core machine); the key derivations and the permutation made up a third of the
+epoch's compile time and two thirds of the accuracy program's. On the host they cost ~1 ms
 per epoch for 10,000 samples, and the arrays they produce are exactly those
-:func:`jaxfc.training.epoch_batches` draws on the device from the same key (the tests check
-this), so a Solver and a sweep still see the same minibatches.
+:func:`jaxfc.training.epoch_batches` and :func:`jaxfc.training.subsample_indices` draw on
+the device from the same key (the tests check this), so a Solver and a sweep still see the
+same minibatches and subsamples.
 
 Keys are handled as their raw data (``uint32`` words, shape ``(2,)``): only typed Threefry
 keys with ``jax_threefry_partitionable`` on (JAX's defaults) are supported, see
@@ -106,3 +108,10 @@ def epoch_batches(words: np.ndarray, num_train: int, batch_size: int, steps: int
     batch = own_batch if batch_words is None else batch_words
     indices = permutation(batch, num_train)[: steps * batch_size].reshape(steps, batch_size)
     return indices, split(dropout, steps)
+
+
+def subsample(words: np.ndarray, n: int, num_samples: int | None) -> np.ndarray | None:
+    """:func:`jaxfc.training.subsample_indices` on the host."""
+    if num_samples is None or num_samples >= n:
+        return None
+    return permutation(words, n)[:num_samples]

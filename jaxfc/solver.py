@@ -37,8 +37,10 @@ from jaxfc.parallel import check_batch_divisible, replicate
 from jaxfc.training import (
     TrainState,
     epoch_batches,
+    make_accuracy,
     make_epoch_on_batches,
     make_subsampled_accuracy,
+    subsample_indices,
     transpose_weights,
 )
 
@@ -119,11 +121,14 @@ def _init_program(model, part: str):
 
 def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, mesh,
                    num_train_samples, num_val_samples, key_impl):
-    """``(run_epoch, device_batches, record)``, all jitted, over the kernel-layout state.
+    """``(run_epoch, device_batches, record, device_subsamples)``, all jitted, over the
+    kernel-layout state.
 
-    The epoch's minibatch indices and dropout keys come in as arrays: the Solver draws them
-    on the host (:mod:`jaxfc.host_random`), or with ``device_batches`` for keys the host
-    cannot hash; both give what :func:`jaxfc.training.make_train_epoch` would draw."""
+    The random draws come in as arrays: the epoch's minibatch indices and dropout keys, the
+    accuracy subsamples. The Solver draws them on the host (:mod:`jaxfc.host_random`), or
+    with ``device_batches`` and ``device_subsamples`` for keys the host cannot hash; both
+    give what :func:`jaxfc.training.make_train_epoch` and ``make_subsampled_accuracy``
+    draw."""
     run = make_epoch_on_batches(model, optimizer, gradients=gradients, mesh=mesh,
                                 state_layout="kernel")
 
@@ -140,15 +145,26 @@ def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, 
                                            batch_size, steps_per_epoch, batch_key)
         return indices, jax.random.key_data(step_keys)
 
-    train_acc = make_subsampled_accuracy(model, num_train_samples, state_layout="kernel")
-    val_acc = make_subsampled_accuracy(model, num_val_samples, state_layout="kernel")
+    accuracy = make_accuracy(model, state_layout="kernel")
 
-    def record(params, model_state, X, y, X_val, y_val, key, epoch):
+    # The accuracies after epoch e are measured on subsamples drawn with
+    # split(fold_in(key, 2 * e + 1)) (see make_subsampled_accuracy), drawn on the host like
+    # the minibatches, or by ``device_subsamples``; None means the whole set.
+    def record(params, model_state, X, y, X_val, y_val, train_idx, val_idx):
+        def on(X, y, idx):
+            if idx is not None:
+                X, y = jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0)
+            return accuracy(params, model_state, X, y)
+
+        return on(X, y, train_idx), on(X_val, y_val, val_idx)
+
+    def device_subsamples(key, epoch, num_train, num_val):
         k_train, k_val = jax.random.split(jax.random.fold_in(key, 2 * epoch + 1))
-        return (train_acc(params, model_state, X, y, k_train),
-                val_acc(params, model_state, X_val, y_val, k_val))
+        return (subsample_indices(k_train, num_train, num_train_samples),
+                subsample_indices(k_val, num_val, num_val_samples))
 
-    return (jax.jit(run_epoch), jax.jit(device_batches, static_argnums=3), jax.jit(record))
+    return (jax.jit(run_epoch), jax.jit(device_batches, static_argnums=3), jax.jit(record),
+            jax.jit(device_subsamples, static_argnums=(2, 3)))
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -299,7 +315,8 @@ class Solver:
                     _PROGRAMS.popitem(last=False)
         else:
             _PROGRAMS.move_to_end(key)
-        self._epoch_fn, self._device_batches, self._record_fn = programs
+        (self._epoch_fn, self._device_batches, self._record_fn,
+         self._device_subsamples) = programs
         self._reset()
 
     def _initial_state(self, seed, key, params, model_state):
@@ -419,9 +436,21 @@ class Solver:
         program = _accuracy_program(model, None, batch_size, "model")
         return float(program(params, model_state, X, y, jax.random.key(0)))
 
+    def _record_inputs(self, epoch: int):
+        """The accuracy subsamples after ``epoch`` epochs (None: the whole set), drawn on
+        the host when the key allows it, else with the compiled ``device_subsamples``."""
+        num_train, num_val = self.X_train.shape[0], self.X_val.shape[0]
+        if not host_random.supports(self.key):
+            return self._device_subsamples(self.key, epoch, num_train, num_val)
+        words = host_random.fold_in(host_random.key_words(self.key), 2 * epoch + 1)
+        k_train, k_val = host_random.split(words)
+        return (host_random.subsample(k_train, num_train, self.num_train_samples),
+                host_random.subsample(k_val, num_val, self.num_val_samples))
+
     def _record_accuracy(self, epoch: int) -> tuple[float, float]:
         accuracies = self._record_fn(self._state.params, self._state.model_state, self.X_train,
-                                     self.y_train, self.X_val, self.y_val, self.key, epoch)
+                                     self.y_train, self.X_val, self.y_val,
+                                     *self._record_inputs(epoch))
         train_acc, val_acc = (float(a) for a in accuracies)
         self.train_acc_history.append(train_acc)
         self.val_acc_history.append(val_acc)

@@ -222,6 +222,15 @@ def make_accuracy(model, *, batch_size: int = 1000, state_layout: str = "model")
     return accuracy
 
 
+def subsample_indices(key: Array, n: int, num_samples: int | None) -> Array | None:
+    """``num_samples`` of ``range(n)`` drawn without replacement with ``key`` (the first
+    entries of :func:`random_permutation`), or None (all rows) when ``num_samples`` is None
+    or not smaller than ``n``. :func:`jaxfc.host_random.subsample` is the same on the host."""
+    if num_samples is None or num_samples >= n:
+        return None
+    return random_permutation(key, n)[:num_samples]
+
+
 def make_subsampled_accuracy(model, num_samples: int | None, *, batch_size: int = 1000,
                              state_layout: str = "model") -> Callable:
     """``accuracy(params, model_state, X, y, key)``: :func:`make_accuracy` on
@@ -230,9 +239,8 @@ def make_subsampled_accuracy(model, num_samples: int | None, *, batch_size: int 
     accuracy = make_accuracy(model, batch_size=batch_size, state_layout=state_layout)
 
     def subsampled(params, model_state, X, y, key):
-        n = X.shape[0]
-        if num_samples is not None and num_samples < n:
-            idx = random_permutation(key, n)[:num_samples]
+        idx = subsample_indices(key, X.shape[0], num_samples)
+        if idx is not None:
             X, y = jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0)
         return accuracy(params, model_state, X, y)
 

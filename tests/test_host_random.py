@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxfc import host_random
-from jaxfc.training import epoch_batches, random_permutation
+from jaxfc.training import epoch_batches, random_permutation, subsample_indices
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -71,3 +71,14 @@ def test_supports_only_single_partitionable_threefry_keys():
 def test_seed_words_rejects_seeds_outside_uint32():
     with pytest.raises(ValueError, match="2\\*\\*32"):
         host_random.seed_words(-1)
+
+
+@pytest.mark.parametrize("n,num", [(50, 20), (50, 50), (50, None), (50, 80)])
+def test_subsample_matches_the_device(n, num):
+    key = jax.random.key(11)
+    device = subsample_indices(key, n, num)
+    host = host_random.subsample(host_random.key_words(key), n, num)
+    if num is None or num >= n:
+        assert host is None and device is None
+    else:
+        np.testing.assert_array_equal(host, device)

@@ -274,16 +274,21 @@ def test_solvers_differing_in_hyperparameters_share_programs_and_train_as_their_
 
 @pytest.mark.parametrize("data_seed", [None, 5])
 def test_epoch_draws_on_the_host_equal_the_compiled_draws(data_seed):
-    """The Solver draws minibatches and dropout keys on the host (jaxfc.host_random); they
-    are exactly what its compiled ``device_batches`` (make_train_epoch's draws) give."""
+    """The Solver draws minibatches, dropout keys and accuracy subsamples on the host
+    (jaxfc.host_random); they are exactly what its compiled ``device_batches`` and
+    ``device_subsamples`` (make_train_epoch's and make_subsampled_accuracy's draws) give."""
     solver = Solver(_resume_model(), blobs(110, 20), batch_size=25, data_seed=data_seed,
-                    seed=9, verbose=False)
+                    num_train_samples=100, seed=9, verbose=False)
     for epoch in range(3):
         indices, step_key_data = solver._epoch_inputs(epoch)
         assert isinstance(indices, np.ndarray)  # drawn on the host
         device = solver._device_batches(solver.key, solver.data_key, epoch, 110)
         np.testing.assert_array_equal(indices, device[0])
         np.testing.assert_array_equal(step_key_data, device[1])
+        train_idx, val_idx = solver._record_inputs(epoch)
+        device_train, device_val = solver._device_subsamples(solver.key, epoch, 110, 20)
+        np.testing.assert_array_equal(train_idx, device_train)  # 100 of 110 samples
+        assert val_idx is None and device_val is None  # all 20
 
 
 def test_building_a_solver_compiles_nothing_once_its_model_is_known(compiled_programs):
