@@ -1,6 +1,8 @@
 """jaxfc: the program :class:`jaxfc.Solver` trains with, its compiled epoch
-(``jaxfc.training.make_train_epoch`` with ``jaxfc.optim.adam``), called exactly as
-``Solver._train_one_epoch`` calls it, without the per-epoch accuracy checks and logging.
+(``jaxfc.training.make_epoch_on_batches`` with ``jaxfc.optim.adam``), started exactly as
+``Solver._train_one_epoch`` starts it (``Solver._dispatch_epoch``: the minibatch draws on the
+host, the next epoch's drawn while the device trains), without the per-epoch accuracy checks
+and logging.
 
 The Solver is built for real (it owns data placement, the train state and the jitted
 epoch), so whatever the Solver does to its program the benchmark measures too. bfloat16 runs
@@ -51,9 +53,8 @@ class JaxfcTrainer(Trainer):
     def run_steps(self, n):
         s = self.solver
         for _ in range(self._check_steps(n)):
-            indices, step_key_data = s._epoch_inputs(self.epoch)
-            self.train_state, _ = s._epoch_fn(self.train_state, s.X_train, s.y_train, indices,
-                                              step_key_data, s.learning_rate_at(0))
+            self.train_state, _ = s._dispatch_epoch(self.train_state, self.epoch,
+                                                    s.learning_rate_at(0))
             self.epoch += 1
         jax.block_until_ready(self.train_state)
 
