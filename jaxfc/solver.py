@@ -1,11 +1,15 @@
 """The Solver: cs231n's training loop on compiled pure steps.
 
-Each epoch is one compiled program (:func:`jaxfc.training.make_train_epoch`): the data lives
-on the device, minibatches are drawn with a key inside the program, and there is no host
-work between steps. The host wakes once per epoch to record the losses, check accuracy
-(also compiled), keep the best parameters, write a checkpoint and print progress. The state
-is kept in the epoch's kernel weight layout and converted when read; Solvers that differ
-only in hyperparameter values share their compiled programs.
+Each epoch is one compiled program (:func:`jaxfc.training.make_epoch_on_batches`): the data
+lives on the device, each step gathers its minibatch there, and there is no host work
+between steps. The epoch's random draws (minibatch indices, dropout keys) come in as arrays
+drawn on the host (:mod:`jaxfc.host_random`, exactly what
+:func:`jaxfc.training.make_train_epoch` would draw from the same key), the next epoch's while
+the device trains. The host wakes once per epoch to record the losses, check accuracy (also
+compiled), keep the best parameters, write a checkpoint and print progress. The state is
+kept in the epoch's kernel weight layout and converted when read; building a Solver
+compiles nothing but ``model.init`` (once per model), and Solvers that differ only in
+hyperparameter values share their compiled programs.
 
 Example::
 
