@@ -104,10 +104,22 @@ def epoch_batches(words: np.ndarray, num_train: int, batch_size: int, steps: int
     replacement (fewer samples than one epoch needs), which only the device computes."""
     if steps * batch_size > num_train:
         return None
-    own_batch, dropout = split(words)
-    batch = own_batch if batch_words is None else batch_words
-    indices = permutation(batch, num_train)[: steps * batch_size].reshape(steps, batch_size)
-    return indices, split(dropout, steps)
+    batch = split(words)[0] if batch_words is None else batch_words
+    return batch_indices(batch, num_train, batch_size, steps), dropout_keys(words, steps)
+
+
+def batch_indices(batch_words: np.ndarray, num_train: int, batch_size: int,
+                  steps: int) -> np.ndarray:
+    """An epoch's minibatch indices (steps, batch_size) from the batch key: the first
+    ``steps * batch_size`` entries of a permutation (needs ``steps * batch_size <= num_train``)."""
+    perm = permutation(batch_words, num_train)
+    return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
+def dropout_keys(words: np.ndarray, steps: int) -> np.ndarray:
+    """An epoch's dropout key data (steps, 2): ``split`` of the second half of
+    ``split(epoch key)``."""
+    return split(split(words)[1], steps)
 
 
 def subsample(words: np.ndarray, n: int, num_samples: int | None) -> np.ndarray | None:

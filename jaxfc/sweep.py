@@ -4,8 +4,10 @@
 numeric hyperparameters (``learning_rate``, ``reg``, ``weight_scale``, ``dropout``,
 ``lr_decay`` and the optimizer's other hyperparameters such as ``momentum`` or ``beta1``).
 An epoch of all of them is ONE compiled program: the Solver's own pure epoch
-(:func:`jaxfc.training.make_train_epoch`) over the stacked train states, with the data
-shared (X and y are not copied K times); their accuracies are another. Changing the values
+(:func:`jaxfc.training.make_epoch_on_batches`) over the stacked train states, with the data
+shared (X and y are not copied K times); their accuracies are another. As in the Solver,
+the random draws (minibatches, dropout keys, accuracy subsamples) are made on the host
+(:mod:`jaxfc.host_random`) while the device trains. Changing the values
 never recompiles; models that do not fit in memory together run in equal chunks, the last
 one padded, so every chunk reuses the same programs.
 
@@ -56,11 +58,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxfc import host_random
 from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.training import (
     TrainState,
-    make_subsampled_accuracy,
-    make_train_epoch,
+    epoch_batches,
+    make_accuracy,
+    make_epoch_on_batches,
+    subsample_indices,
     transpose_weights,
 )
 
@@ -454,19 +459,18 @@ class _Programs:
     accuracy and the best-so-far update). ``traces`` counts how often each was traced."""
 
     def __init__(self, model, optimizer, *, batch_size, steps_per_epoch, gradients,
-                 num_train_samples, num_val_samples, scale_weights, donate, sequential):
+                 num_train_samples, num_val_samples, scale_weights, donate, sequential,
+                 shared_batches):
         self.traces = {"init": 0, "train": 0, "record": 0}
         # Mapped, each model runs the Solver's own program (kernel layout); batched, the
         # weights stay in the model layout (XLA:CPU copies transposed batched weights).
         layout = "kernel" if sequential else "model"
         to_layout = transpose_weights if sequential else (lambda tree: tree)
-        epoch_fn = make_train_epoch(model, optimizer, batch_size=batch_size,
-                                    steps_per_epoch=steps_per_epoch, gradients=gradients,
+        run = make_epoch_on_batches(model, optimizer, gradients=gradients,
                                     state_layout=layout, kernel_steps=sequential)
-        train_accuracy = make_subsampled_accuracy(model, num_train_samples,
-                                                  state_layout=layout)
-        val_accuracy = make_subsampled_accuracy(model, num_val_samples, state_layout=layout)
+        accuracy = make_accuracy(model, state_layout=layout)
         init_model = dataclasses.replace(model, weight_scale=1.0) if scale_weights else model
+        key_impl = str(jax.random.key_impl(jax.random.key(0)))
 
         def init(root_key, opt_hparams, scales):
             self.traces["init"] += 1
@@ -483,24 +487,28 @@ class _Programs:
             return _Carry(TrainState(params, state, opt_state), key, params, state,
                           jnp.float32(-1.0), jnp.int32(0), jnp.bool_(True))
 
-        def train(carry, model_hparams, lr, e, X, y, batch_key):
+        def train(carry, model_hparams, lr, indices, step_key_data, X, y):
             self.traces["train"] += 1
             ts = carry.train_state
             ts = ts._replace(opt_state=set_hyperparams(ts.opt_state, learning_rate=lr))
-            new, losses = epoch_fn(ts, X, y, jax.random.fold_in(carry.key, 2 * e), model_hparams,
-                                   batch_key)
+            step_keys = jax.random.wrap_key_data(step_key_data, impl=key_impl)
+            new, losses = run(ts, X, y, indices, step_keys, model_hparams)
             ok = carry.alive & jnp.all(jnp.isfinite(losses))
             keep = lambda a, b: jnp.where(ok, a, b)
             new = jax.tree_util.tree_map(keep, new, carry.train_state)
             return carry._replace(train_state=new, alive=ok), losses
 
-        def record(carry, e, data):
+        def record(carry, e, data, train_idx, val_idx):
             self.traces["record"] += 1
-            X, y, Xv, yv = data
             params, state = carry.train_state.params, carry.train_state.model_state
-            k_train, k_val = jax.random.split(jax.random.fold_in(carry.key, 2 * e + 1))
-            train_acc = train_accuracy(params, state, X, y, k_train)
-            val_acc = val_accuracy(params, state, Xv, yv, k_val)
+
+            def on(X, y, idx):
+                if idx is not None:
+                    X, y = jnp.take(X, idx, axis=0), jnp.take(y, idx, axis=0)
+                return accuracy(params, state, X, y)
+
+            X, y, Xv, yv = data
+            train_acc, val_acc = on(X, y, train_idx), on(Xv, yv, val_idx)
             better = carry.alive & (val_acc >= carry.best_val_acc)
             pick = lambda a, b: jnp.where(better, a, b)
             carry = carry._replace(
@@ -511,13 +519,88 @@ class _Programs:
             )
             return carry, train_acc, val_acc
 
+        # The draws on the device, for keys the host cannot hash (what _Draws makes on the
+        # host): epoch e trains with fold_in(key, 2e), the accuracies after it subsample with
+        # split(fold_in(key, 2e + 1)).
+        def device_batches(key, e, batch_key, num_train):
+            indices, step_keys = epoch_batches(jax.random.fold_in(key, 2 * e), num_train,
+                                               batch_size, steps_per_epoch, batch_key)
+            return indices, jax.random.key_data(step_keys)
+
+        def device_subsamples(key, e, num_train, num_val):
+            k_train, k_val = jax.random.split(jax.random.fold_in(key, 2 * e + 1))
+            return (subsample_indices(k_train, num_train, num_train_samples),
+                    subsample_indices(k_val, num_val, num_val_samples))
+
         donated = (0,) if donate else ()
         self.init = jax.jit(jax.vmap(init))
         self.best = jax.jit(jax.vmap(lambda c: (to_layout(c.best_params), c.best_model_state)))
-        train_axes = (0, 0, 0, None, None, None, None)
+        # Shared minibatches come in once, not once per model.
+        train_axes = (0, 0, 0, None if shared_batches else 0, 0, None, None)
         self.train = jax.jit(_over_models(train, train_axes, sequential), donate_argnums=donated)
-        self.record = jax.jit(_over_models(record, (0, None, None), sequential),
+        self.record = jax.jit(_over_models(record, (0, None, None, 0, 0), sequential),
                               donate_argnums=donated)
+        self.device_batches = jax.jit(jax.vmap(device_batches, in_axes=(0, None, None, None)),
+                                      static_argnums=3)
+        self.device_subsamples = jax.jit(
+            jax.vmap(device_subsamples, in_axes=(0, None, None, None)), static_argnums=(2, 3))
+
+
+class _Draws:
+    """The random draws of the models of a sweep: on the host (:mod:`jaxfc.host_random`)
+    when every key allows it, else with the programs' compiled ``device_batches`` and
+    ``device_subsamples``; the same arrays either way, and the Solver's."""
+
+    def __init__(self, programs, seeds, data_seed, *, num_train, num_val, batch_size, steps,
+                 num_train_samples, num_val_samples, shared_batches):
+        self.programs, self.shared = programs, shared_batches
+        self.num_train, self.num_val = num_train, num_val
+        self.batch_size, self.steps = batch_size, steps
+        self.num_train_samples, self.num_val_samples = num_train_samples, num_val_samples
+        in_range = lambda seed: seed is None or 0 <= seed < 2**32
+        self.on_host = (host_random.supports(jax.random.key(0))
+                        and all(in_range(s) for s in [*seeds, data_seed])
+                        and steps * batch_size <= num_train)
+        self.data_key = jax.random.key(data_seed) if shared_batches else None
+        if self.on_host:
+            # split(key(seed)) = (init_key, key), as the init program derives them.
+            self.run_words = {seed: host_random.split(host_random.seed_words(seed))[1]
+                              for seed in set(seeds)}
+            self.data_words = host_random.seed_words(data_seed) if shared_batches else None
+
+    def epoch(self, seeds, carry_keys, e):
+        """``(indices, step_key_data)`` of epoch ``e`` for the models with these seeds:
+        indices (K, steps, batch) or, shared, (steps, batch); key data (K, steps, 2)."""
+        if not self.on_host:
+            batch_key = None if self.data_key is None else jax.random.fold_in(self.data_key, e)
+            indices, step_keys = self.programs.device_batches(carry_keys, jnp.int32(e),
+                                                              batch_key, self.num_train)
+            return (indices[0] if self.shared else indices), step_keys
+        words = [host_random.fold_in(self.run_words[seed], 2 * e) for seed in seeds]
+        step_keys = np.stack([host_random.dropout_keys(w, self.steps) for w in words])
+        if self.shared:
+            batch = host_random.fold_in(self.data_words, e)
+            return host_random.batch_indices(batch, self.num_train, self.batch_size,
+                                             self.steps), step_keys
+        indices = [host_random.batch_indices(host_random.split(w)[0], self.num_train,
+                                             self.batch_size, self.steps) for w in words]
+        return np.stack(indices), step_keys
+
+    def record(self, seeds, carry_keys, e):
+        """The accuracy subsamples after ``e`` epochs: (train, val), each (K, samples) or
+        None for the whole set."""
+        if not self.on_host:
+            return self.programs.device_subsamples(carry_keys, jnp.int32(e), self.num_train,
+                                                   self.num_val)
+        keys = [host_random.split(host_random.fold_in(self.run_words[seed], 2 * e + 1))
+                for seed in seeds]
+
+        def draw(i, n, num):
+            picks = [host_random.subsample(k[i], n, num) for k in keys]
+            return None if picks[0] is None else np.stack(picks)
+
+        return (draw(0, self.num_train, self.num_train_samples),
+                draw(1, self.num_val, self.num_val_samples))
 
 
 # ----------------------------------------------------------------------------- results
@@ -858,11 +941,15 @@ def sweep(
         num_chunks = -(-K // chunk)
         X, y, Xv, yv = shared = replicate(shared, mesh)
         spread = lambda tree: jax.device_put(tree, batch_sharded(mesh))
-    data_key = jax.random.key(data_seed) if shared_batches else None
     programs = _Programs(model, optimizer, batch_size=batch_size, steps_per_epoch=steps,
                          gradients=gradients, num_train_samples=num_train_samples,
                          num_val_samples=num_val_samples, scale_weights=scale_weights,
-                         donate=jax.default_backend() != "cpu", sequential=batching == "map")
+                         donate=jax.default_backend() != "cpu", sequential=batching == "map",
+                         shared_batches=shared_batches)
+    draws = _Draws(programs, [s["seed"] for s in settings], data_seed, num_train=X.shape[0],
+                   num_val=Xv.shape[0], batch_size=batch_size, steps=steps,
+                   num_train_samples=num_train_samples, num_val_samples=num_val_samples,
+                   shared_batches=shared_batches)
 
     # Per-model host values (Python floats, as the Solver computes them).
     default_lr = float(optim_config.get("learning_rate", base_opt["learning_rate"]))
@@ -910,16 +997,24 @@ def sweep(
         t_chunk = time.perf_counter()
         carry = spread(programs.init(root_keys, opt_hp, jnp.asarray(scales[idx])))
         model_hp = spread(model_hp)
-        carry, tr, va = programs.record(carry, jnp.int32(0), shared)
+        seeds = [settings[k]["seed"] for k in padded]
+        carry, tr, va = programs.record(carry, jnp.int32(0), shared,
+                                        *spread(draws.record(seeds, carry.key, 0)))
         tr, va = np.asarray(tr), np.asarray(va)
         train_h[members, 0], val_h[members, 0] = tr[:n_real], va[:n_real]
         alive = np.ones(chunk, bool)
+        # Per-model draws are placed like the models (shared minibatches are not per model).
+        place = lambda b: (b[0] if shared_batches else spread(b[0]), spread(b[1]))
+        batches = place(draws.epoch(seeds, carry.key, 0))
         for e in range(E):
             t_epoch = time.perf_counter()
-            batch_key = None if data_key is None else jax.random.fold_in(data_key, e)
             carry, losses = programs.train(carry, model_hp, spread(jnp.asarray(lrs[idx, e])),
-                                           jnp.int32(e), X, y, batch_key)
-            carry, tr, va = programs.record(carry, jnp.int32(e + 1), shared)
+                                           *batches, X, y)
+            # The host draws while the device trains.
+            subsamples = spread(draws.record(seeds, carry.key, e + 1))
+            carry, tr, va = programs.record(carry, jnp.int32(e + 1), shared, *subsamples)
+            if e + 1 < E:
+                batches = place(draws.epoch(seeds, carry.key, e + 1))
             losses, tr, va, now_alive = jax.device_get((losses, tr, va, carry.alive))
             for j, k in enumerate(members):
                 if alive[j]:

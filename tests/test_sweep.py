@@ -368,3 +368,49 @@ def test_cli_sweep_bad_input(tmp_path, capsys, argv, match):
     assert rc == 2
     assert match in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("shared_batches", [False, True])
+def test_draws_on_the_host_equal_the_compiled_draws(shared_batches):
+    """The sweep draws minibatches, dropout keys and accuracy subsamples on the host; its
+    compiled fallback (for keys the host cannot hash) gives the same arrays."""
+    import jax
+
+    from jaxfc.optim import adam
+    from jaxfc.sweep import _Draws, _Programs
+
+    seeds = [0, 7, 7]
+    programs = _Programs(MODEL, adam(), batch_size=BATCH, steps_per_epoch=8,
+                         gradients="manual", num_train_samples=60, num_val_samples=None,
+                         scale_weights=False, donate=False, sequential=True,
+                         shared_batches=shared_batches)
+    kw = dict(num_train=160, num_val=50, batch_size=BATCH, steps=8, num_train_samples=60,
+              num_val_samples=None, shared_batches=shared_batches)
+    host = _Draws(programs, seeds, 3, **kw)
+    device = _Draws(programs, seeds, 3, **kw)
+    device.on_host = False
+    assert host.on_host
+    run_keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s))[1])(np.asarray(seeds))
+    for e in range(2):
+        for h, d in zip(host.epoch(seeds, run_keys, e), device.epoch(seeds, run_keys, e),
+                        strict=True):
+            assert isinstance(h, np.ndarray)
+            np.testing.assert_array_equal(h, d)
+        h_train, h_val = host.record(seeds, run_keys, e)
+        d_train, d_val = device.record(seeds, run_keys, e)
+        np.testing.assert_array_equal(h_train, d_train)
+        assert h_train.shape == (3, 60) and h_val is None and d_val is None
+    indices, _ = host.epoch(seeds, run_keys, 0)
+    assert indices.shape == ((8, BATCH) if shared_batches else (3, 8, BATCH))
+
+
+def test_epochs_drawn_with_replacement_use_the_compiled_draws_and_match_the_solver():
+    """Fewer training samples than a minibatch: the draws are with replacement, which only
+    the device computes (Solver and sweep alike)."""
+    X, y = _blobs(15, 5)
+    small = {"X_train": X, "y_train": y, "X_val": X, "y_val": y}
+    result = sweep(MODEL, small, [{"learning_rate": 1e-2}], seeds=[3], **COMMON)
+    solver = _solver(MODEL, small, seed=3, optim_config={"learning_rate": 1e-2},
+                     **{k: v for k, v in COMMON.items() if k != "verbose"})
+    np.testing.assert_allclose(result.loss_history[0], solver.loss_history, rtol=1e-4,
+                               atol=1e-6)
