@@ -1,5 +1,5 @@
 """K models at once (the sweep's epoch program, batched with vmap or mapped with lax.map)
-vs the same K models one after another (each the Solver's compiled epoch). Prints
+vs the same K models one after another (K Solvers' epochs). Prints
 model-samples/s for each way and the ratios; not a test.
 
 K TwoLayerNets (3072-100-10, batch 100, plain SGD) with different seeds and learning rates
@@ -23,10 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxfc.models import TwoLayerNet
-from jaxfc.optim import get_optimizer, set_hyperparams
+from jaxfc.optim import get_optimizer
 from jaxfc.solver import Solver
-from jaxfc.sweep import _Programs, sweep
-from jaxfc.training import TrainState, make_train_epoch, transpose_weights
+from jaxfc.sweep import _Draws, _Programs, sweep
 
 BATCH = 100
 
@@ -53,48 +52,53 @@ def main() -> None:
     optimizer = get_optimizer("sgd", learning_rate=1e-3)
     steps = args.train // BATCH
     lrs = np.logspace(-4, -2, K).astype(np.float32)
-    X, y = jnp.asarray(data["X_train"]), jnp.asarray(data["y_train"])
-    root_keys = jax.random.split(jax.random.key(0), K)
+    X, y = jax.device_put(data["X_train"]), jax.device_put(data["y_train"])
 
     lr_together = jnp.asarray(lrs)
-    shared_key = jax.random.key(1)
+    seeds = list(range(K))
 
     # Together: the sweep's own train program (the Solver's epoch over the models, X and y
     # shared), batched (vmap) or mapped (lax.map), each with its own or shared minibatches
-    # (sweep(..., shared_batches=True): under vmap the K first layers are one product).
-    def together_way(batching, batch_key):
+    # (sweep(..., shared_batches=True): under vmap the K first layers are one product),
+    # drawn on the host as the sweep draws them.
+    def together_way(batching, shared):
         programs = _Programs(model, optimizer, batch_size=BATCH, steps_per_epoch=steps,
                              gradients="manual", num_train_samples=None, num_val_samples=None,
                              scale_weights=False, donate=jax.default_backend() != "cpu",
-                             sequential=batching == "map")
-        carry = programs.init(root_keys, {}, jnp.ones((K, 1)))
+                             sequential=batching == "map", shared_batches=shared)
+        draws = _Draws(programs, seeds, 1, num_train=args.train, num_val=500,
+                       batch_size=BATCH, steps=steps, num_train_samples=None,
+                       num_val_samples=None, shared_batches=shared)
+        root_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds))
+        carry = programs.to_layout(programs.init(root_keys, {}, jnp.ones((K, 1))))
+        epoch = [0]
 
         def run(carry):
-            carry, _ = programs.train(carry, {}, lr_together, jnp.int32(0), X, y, batch_key)
+            batches = draws.epoch(seeds, carry.key, epoch[0])
+            carry, _ = programs.train(carry, {}, lr_together, *batches, X, y)
+            epoch[0] += 1
             return jax.block_until_ready(carry)
 
         return run, carry
 
-    # One after another: the Solver's jitted epoch (compiled once; the learning rate is an
-    # array), its state in the kernel layout as the Solver keeps it.
-    epoch = jax.jit(make_train_epoch(model, optimizer, batch_size=BATCH, steps_per_epoch=steps,
-                                     state_layout="kernel"))
-    states = []
-    for k in range(K):
-        params, state = model.init(jax.random.split(root_keys[k])[0])
-        opt_state = set_hyperparams(optimizer.init(params), learning_rate=lrs[k])
-        states.append(transpose_weights(TrainState(params, state, opt_state)))
-    epoch_keys = [jax.random.fold_in(k, 0) for k in root_keys]
+    # One after another: K Solvers (sharing their compiled programs), each epoch started as
+    # Solver.train starts it (host draws, the next epoch's drawn while the device trains).
+    solvers = [Solver(model, data, update_rule="sgd", optim_config={"learning_rate": float(lr)},
+                      batch_size=BATCH, seed=k, verbose=False) for k, lr in enumerate(lrs)]
+    epoch_of = [0]
 
     def one_by_one(states):
-        out = [epoch(ts, X, y, key, {})[0] for ts, key in zip(states, epoch_keys, strict=True)]
+        e = epoch_of[0]
+        out = [s._dispatch_epoch(ts, e, float(lr))[0]
+               for s, ts, lr in zip(solvers, states, lrs, strict=True)]
+        epoch_of[0] += 1
         return jax.block_until_ready(out)
 
-    ways = {"together (vmap)": together_way("vmap", None),
-            "together (vmap), shared batches": together_way("vmap", shared_key),
-            "together (map)": together_way("map", None),
-            "together (map), shared batches": together_way("map", shared_key),
-            "one after another": (one_by_one, states)}
+    ways = {"together (vmap)": together_way("vmap", False),
+            "together (vmap), shared batches": together_way("vmap", True),
+            "together (map)": together_way("map", False),
+            "together (map), shared batches": together_way("map", True),
+            "one after another": (one_by_one, [s._state for s in solvers])}
     state_of = {way: run(state) for way, (run, state) in ways.items()}  # warm-up: compile
     times = {way: [] for way in ways}
     for _ in range(args.reps):

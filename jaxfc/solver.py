@@ -40,6 +40,7 @@ from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.parallel import check_batch_divisible, replicate
 from jaxfc.training import (
     TrainState,
+    compiled_init,
     epoch_batches,
     make_accuracy,
     make_epoch_on_batches,
@@ -105,22 +106,6 @@ def _accuracy_program(model, num_samples, batch_size, layout):
     except TypeError:
         return jax.jit(make_subsampled_accuracy(model, num_samples, batch_size=batch_size,
                                                 state_layout=layout))
-
-
-def _init_fn(model, part):
-    return jax.jit(lambda key: model.init(key)[{"params": 0, "model_state": 1}[part]])
-
-
-_cached_init_fn = functools.lru_cache(maxsize=16)(_init_fn)
-
-
-def _init_program(model, part: str):
-    """``key -> part`` of ``model.init(key)``, 'params' or 'model_state', compiled once per
-    model (XLA drops the other part's work)."""
-    try:
-        return _cached_init_fn(model, part)
-    except TypeError:  # an unhashable model
-        return _init_fn(model, part)
 
 
 def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, mesh,
@@ -334,10 +319,10 @@ class Solver:
             root = key if key is not None else jax.random.key(seed)
             init_key, run_key = jax.jit(jax.random.split)(root)
         if params is None:
-            params = _init_program(self.model, "params")(init_key)
+            params = compiled_init(self.model, "params")(init_key)
         params = _to_kernel(params)
         if model_state is None:
-            model_state = _init_program(self.model, "model_state")(init_key)
+            model_state = compiled_init(self.model, "model_state")(init_key)
         # The optimizer starts from the kernel-layout parameters, so its state is in that
         # layout too (every jaxfc optimizer treats entries independently of position).
         # jaxfc's optimizers build their state on the host: no program to compile.

@@ -62,6 +62,7 @@ from jaxfc import host_random
 from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.training import (
     TrainState,
+    compiled_init,
     epoch_batches,
     make_accuracy,
     make_epoch_on_batches,
@@ -464,13 +465,16 @@ class _Programs:
         self.traces = {"init": 0, "train": 0, "record": 0}
         # Mapped, each model runs the Solver's own program (kernel layout); batched, the
         # weights stay in the model layout (XLA:CPU copies transposed batched weights).
+        # ``init`` returns the model layout; ``to_layout`` and ``best`` convert on the host
+        # (a transposing program takes ~30 ms per weight to compile).
         layout = "kernel" if sequential else "model"
-        to_layout = transpose_weights if sequential else (lambda tree: tree)
+        self.sequential = sequential
         run = make_epoch_on_batches(model, optimizer, gradients=gradients,
                                     state_layout=layout, kernel_steps=sequential)
         accuracy = make_accuracy(model, state_layout=layout)
         init_model = dataclasses.replace(model, weight_scale=1.0) if scale_weights else model
         key_impl = str(jax.random.key_impl(jax.random.key(0)))
+        self.init_model, self.optimizer, self.scale_weights = init_model, optimizer, scale_weights
 
         def init(root_key, opt_hparams, scales):
             self.traces["init"] += 1
@@ -483,7 +487,6 @@ class _Programs:
             if opt_hparams:
                 opt_state = set_hyperparams(opt_state, **opt_hparams)
             # best_val_acc -1: the first record always becomes the best, as in the Solver.
-            params, opt_state = to_layout((params, opt_state))
             return _Carry(TrainState(params, state, opt_state), key, params, state,
                           jnp.float32(-1.0), jnp.int32(0), jnp.bool_(True))
 
@@ -534,7 +537,6 @@ class _Programs:
 
         donated = (0,) if donate else ()
         self.init = jax.jit(jax.vmap(init))
-        self.best = jax.jit(jax.vmap(lambda c: (to_layout(c.best_params), c.best_model_state)))
         # Shared minibatches come in once, not once per model.
         train_axes = (0, 0, 0, None if shared_batches else 0, 0, None, None)
         self.train = jax.jit(_over_models(train, train_axes, sequential), donate_argnums=donated)
@@ -544,6 +546,56 @@ class _Programs:
                                       static_argnums=3)
         self.device_subsamples = jax.jit(
             jax.vmap(device_subsamples, in_axes=(0, None, None, None)), static_argnums=(2, 3))
+
+
+    def init_on_host(self, seeds, opt_hparams: dict, scales: np.ndarray) -> _Carry:
+        """What ``init`` computes (model layout), model by model with the Solver's compiled
+        ``model.init`` (:func:`jaxfc.training.compiled_init`, one program per model class
+        and shape) and the rest on the host: the vmapped ``init`` program takes ~0.4 s to
+        compile. For seeds in ``[0, 2**32)`` with Threefry keys (see :class:`_Draws`)."""
+        init_params = compiled_init(self.init_model, "params")
+        init_state = compiled_init(self.init_model, "model_state")
+        run_keys, params, states, opt_states = [], [], [], []
+        for k, seed in enumerate(seeds):
+            init_words, run_words = host_random.split(host_random.seed_words(seed))
+            init_key = jax.random.wrap_key_data(init_words)
+            p = jax.device_get(init_params(init_key))
+            if self.scale_weights:
+                p = {name: value * scales[k, int(name[1:]) - 1] if name.startswith("W")
+                     else value for name, value in p.items()}
+            opt_state = self.optimizer.init(p)
+            if opt_hparams:
+                opt_state = set_hyperparams(opt_state, **{n: v[k] for n, v in
+                                                          opt_hparams.items()})
+            run_keys.append(run_words)
+            params.append(p)
+            states.append(jax.device_get(init_state(init_key)))
+            opt_states.append(jax.device_get(opt_state))
+        # Separate buffers for the state and the best-so-far copies (a program that donates
+        # the carry must not get one buffer twice).
+        stack = lambda trees: jax.tree_util.tree_map(
+            lambda *leaves: jax.device_put(np.stack(leaves)), *trees)
+        K = len(seeds)
+        return _Carry(TrainState(stack(params), stack(states), stack(opt_states)),
+                      jax.random.wrap_key_data(np.stack(run_keys)), stack(params), stack(states),
+                      jax.device_put(np.full(K, -1.0, np.float32)),
+                      jax.device_put(np.zeros(K, np.int32)), jax.device_put(np.ones(K, bool)))
+
+    def to_layout(self, carry: _Carry) -> _Carry:
+        """A carry fresh from ``init`` (model layout) in the train program's layout."""
+        if not self.sequential:
+            return carry
+        convert = lambda tree: jax.device_put(
+            transpose_weights(jax.device_get(tree), stacked=True))
+        ts = carry.train_state
+        return carry._replace(
+            train_state=ts._replace(params=convert(ts.params), opt_state=convert(ts.opt_state)),
+            best_params=convert(carry.best_params))
+
+    def best(self, carry: _Carry):
+        """The best parameters (model layout) and model states, as host arrays."""
+        params, state = jax.device_get((carry.best_params, carry.best_model_state))
+        return (transpose_weights(params, stacked=True) if self.sequential else params), state
 
 
 class _Draws:
@@ -990,14 +1042,18 @@ def sweep(
         idx = np.asarray(padded)
         root_keys = jax.random.wrap_key_data(np.stack([key_data[settings[k]["seed"]]
                                                        for k in padded]))
-        opt_hp = {n: jnp.asarray([settings[k][n] for k in padded], jnp.float32)
+        opt_hp = {n: np.asarray([settings[k][n] for k in padded], np.float32)
                   for n in opt_names}
         model_hp = {n: jnp.asarray([settings[k][n] for k in padded], dtype) for n in model_names}
         prefix = f"[chunk {c + 1}/{num_chunks}] " if num_chunks > 1 else ""
         t_chunk = time.perf_counter()
-        carry = spread(programs.init(root_keys, opt_hp, jnp.asarray(scales[idx])))
-        model_hp = spread(model_hp)
         seeds = [settings[k]["seed"] for k in padded]
+        if draws.on_host:
+            carry = programs.init_on_host(seeds, opt_hp, scales[idx])
+        else:
+            carry = programs.init(root_keys, opt_hp, jnp.asarray(scales[idx]))
+        carry = spread(programs.to_layout(carry))
+        model_hp = spread(model_hp)
         carry, tr, va = programs.record(carry, jnp.int32(0), shared,
                                         *spread(draws.record(seeds, carry.key, 0)))
         tr, va = np.asarray(tr), np.asarray(va)
@@ -1038,7 +1094,7 @@ def sweep(
                     f"{time.perf_counter() - t_epoch:.2f}s")
         best_val[members] = np.asarray(carry.best_val_acc)[:n_real]
         best_epoch[members] = np.asarray(carry.best_epoch)[:n_real]
-        bp, bs = jax.device_get(programs.best(carry))
+        bp, bs = programs.best(carry)
         j = int(np.argmax(best_val[members]))
         if best_val[members[j]] > overall[0]:
             pick = lambda x, j=j: np.asarray(x[j])

@@ -16,6 +16,7 @@ updates and global norms).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -41,16 +42,19 @@ STATE_LAYOUTS = ("model", "kernel")
 _WEIGHT_NAME = re.compile(r"W\d+")
 
 
-def transpose_weights(tree):
+def transpose_weights(tree, *, stacked: bool = False):
     """``tree`` with every weight matrix transposed: each 2-D leaf whose dict key is
     ``W<number>`` (in parameters, gradients and optimizer states alike). It is its own
     inverse: it maps the model layout ``(in, out)`` to the kernel layout ``(out, in)`` and
-    back. Under ``jit`` the transposes fold into the matrix products."""
+    back. Under ``jit`` the transposes fold into the matrix products. ``stacked``: the
+    leaves have a leading model axis (a sweep's), weights are 3-D. Works on NumPy arrays
+    too (the Solver and sweeps convert on the host, where no program must be compiled)."""
+    ndim = 3 if stacked else 2
 
     def transpose(path, leaf):
         key = getattr(path[-1], "key", None) if path else None
         is_weight = isinstance(key, str) and _WEIGHT_NAME.fullmatch(key)
-        return leaf.T if is_weight and getattr(leaf, "ndim", 0) == 2 else leaf
+        return leaf.swapaxes(-1, -2) if is_weight and getattr(leaf, "ndim", 0) == ndim else leaf
 
     return jax.tree_util.tree_map_with_path(transpose, tree)
 
@@ -58,6 +62,23 @@ def transpose_weights(tree):
 def _check_layout(state_layout: str) -> None:
     if state_layout not in STATE_LAYOUTS:
         raise ValueError(f"state_layout must be one of {STATE_LAYOUTS}, got {state_layout!r}")
+
+
+def _init_fn(model, part: str):
+    index = {"params": 0, "model_state": 1}[part]
+    return jax.jit(lambda key: model.init(key)[index])
+
+
+_cached_init_fn = functools.lru_cache(maxsize=16)(_init_fn)
+
+
+def compiled_init(model, part: str) -> Callable:
+    """``key -> part`` of ``model.init(key)``, ``'params'`` or ``'model_state'``, jitted once
+    per model (XLA drops the other part's work); the Solver and sweeps share it."""
+    try:
+        return _cached_init_fn(model, part)
+    except TypeError:  # an unhashable model
+        return _init_fn(model, part)
 
 
 def random_permutation(key: Array, n: int) -> Array:

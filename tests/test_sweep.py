@@ -91,8 +91,9 @@ def _assert_matches_solver(result, k, solver):
 def test_adam_sweep_equals_solver_runs_compiles_once_chunks_alike_and_writes_files(
         data, tmp_path):
     result = sweep(MODEL, data, SETTINGS, seeds=SEEDS, **COMMON)
-    # 8 models, 4 learning-rate/reg settings, 2 epochs: one trace of each program.
-    assert result.compilations == {"init": 1, "train": 1, "record": 1}
+    # 8 models, 4 learning-rate/reg settings, 2 epochs: one trace of each program (the models
+    # start from the Solver's compiled model.init, one key at a time: no init program).
+    assert result.compilations == {"init": 0, "train": 1, "record": 1}
     assert result.num_chunks == 1 and result.chunk_size == 8
     for k in (1, 6):  # (lr 1e-2, reg 0, seed 7) and (lr 3e-3, reg 1e-2, seed 0)
         _check_against_solver(result, data, k)
@@ -117,7 +118,7 @@ def _check_chunked(result, data):
     chunked = sweep(MODEL, data, SETTINGS, seeds=SEEDS, max_models_in_memory=3, **COMMON)
     # 8 models in chunks of at most 3: sizes 3, 3, 2 padded to 3, all one program.
     assert (chunked.chunk_size, chunked.num_chunks) == (3, 3)
-    assert chunked.compilations == {"init": 1, "train": 1, "record": 1}
+    assert chunked.compilations == {"init": 0, "train": 1, "record": 1}
     assert chunked.settings == result.settings
     np.testing.assert_allclose(chunked.loss_history, result.loss_history, rtol=1e-5,
                                atol=1e-7)
@@ -414,3 +415,30 @@ def test_epochs_drawn_with_replacement_use_the_compiled_draws_and_match_the_solv
                      **{k: v for k, v in COMMON.items() if k != "verbose"})
     np.testing.assert_allclose(result.loss_history[0], solver.loss_history, rtol=1e-4,
                                atol=1e-6)
+
+
+def test_initial_carry_on_the_host_equals_the_init_program():
+    """The sweep initializes models with the Solver's compiled model.init and the rest on the
+    host; the vmapped init program (its fallback) gives the same carry."""
+    import jax
+
+    from jaxfc.optim import sgd_momentum
+    from jaxfc.sweep import _Programs
+
+    model = FullyConnectedNet([16, 8], input_dim=12, num_classes=4, normalization="batchnorm")
+    programs = _Programs(model, sgd_momentum(), batch_size=BATCH, steps_per_epoch=8,
+                         gradients="manual", num_train_samples=None, num_val_samples=None,
+                         scale_weights=True, donate=False, sequential=True,
+                         shared_batches=False)
+    seeds = [0, 7, 2**31 + 5]
+    opt_hp = {"momentum": np.asarray([0.5, 0.9, 0.8], np.float32)}
+    scales = np.asarray([[0.1, 1.0, 2.0], [1e-3, 0.5, 1.0], [1.0, 1.0, 3.0]], np.float32)
+    root_keys = jax.random.wrap_key_data(np.stack([[0, s] for s in seeds]).astype(np.uint32))
+    on_device = jax.device_get(programs.init(root_keys, opt_hp, scales))
+    on_host = jax.device_get(programs.init_on_host(seeds, opt_hp, scales))
+    assert jax.tree_util.tree_structure(on_host) == jax.tree_util.tree_structure(on_device)
+    for a, b in zip(jax.tree_util.tree_leaves(on_host), jax.tree_util.tree_leaves(on_device),
+                    strict=True):
+        if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a, b = jax.random.key_data(a), jax.random.key_data(b)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
