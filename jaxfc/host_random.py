@@ -127,3 +127,25 @@ def subsample(words: np.ndarray, n: int, num_samples: int | None) -> np.ndarray 
     if num_samples is None or num_samples >= n:
         return None
     return permutation(words, n)[:num_samples]
+
+
+def epoch_draws(words: np.ndarray, epoch: int, num_train: int, batch_size: int, steps: int,
+                data_words: np.ndarray | None = None, *, indices: bool = True):
+    """:func:`jaxfc.training.epoch_draws` on the host: ``(indices, step_key_words)``, or
+    None when the epoch draws with replacement. ``indices=False`` skips the permutation
+    (returns None in its place: models sharing their minibatches need it once)."""
+    if steps * batch_size > num_train:
+        return None
+    epoch_words = fold_in(words, 2 * epoch)
+    if not indices:
+        return None, dropout_keys(epoch_words, steps)
+    batch = None if data_words is None else fold_in(data_words, epoch)
+    return epoch_batches(epoch_words, num_train, batch_size, steps, batch)
+
+
+def accuracy_draws(words: np.ndarray, epoch: int, num_train: int, num_val: int,
+                   num_train_samples: int | None, num_val_samples: int | None):
+    """:func:`jaxfc.training.accuracy_draws` on the host."""
+    k_train, k_val = split(fold_in(words, 2 * epoch + 1))
+    return (subsample(k_train, num_train, num_train_samples),
+            subsample(k_val, num_val, num_val_samples))

@@ -40,12 +40,12 @@ from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.parallel import check_batch_divisible, replicate
 from jaxfc.training import (
     TrainState,
+    accuracy_draws,
     compiled_init,
-    epoch_batches,
+    epoch_draws,
     make_accuracy,
     make_epoch_on_batches,
     make_subsampled_accuracy,
-    subsample_indices,
     transpose_weights,
 )
 
@@ -129,16 +129,12 @@ def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, 
         return run(state._replace(opt_state=opt_state), X, y, indices, step_keys, {})
 
     def device_batches(key, data_key, epoch, num_train):
-        batch_key = None if data_key is None else jax.random.fold_in(data_key, epoch)
-        indices, step_keys = epoch_batches(jax.random.fold_in(key, 2 * epoch), num_train,
-                                           batch_size, steps_per_epoch, batch_key)
-        return indices, jax.random.key_data(step_keys)
+        return epoch_draws(key, epoch, num_train, batch_size, steps_per_epoch, data_key)
 
     accuracy = make_accuracy(model, state_layout="kernel")
 
-    # The accuracies after epoch e are measured on subsamples drawn with
-    # split(fold_in(key, 2 * e + 1)) (see make_subsampled_accuracy), drawn on the host like
-    # the minibatches, or by ``device_subsamples``; None means the whole set.
+    # The accuracies are measured on subsamples (training.accuracy_draws) drawn on the host
+    # like the minibatches, or by ``device_subsamples``; None means the whole set.
     def record(params, model_state, X, y, X_val, y_val, train_idx, val_idx):
         def on(X, y, idx):
             if idx is not None:
@@ -148,9 +144,8 @@ def _make_programs(model, optimizer, *, batch_size, steps_per_epoch, gradients, 
         return on(X, y, train_idx), on(X_val, y_val, val_idx)
 
     def device_subsamples(key, epoch, num_train, num_val):
-        k_train, k_val = jax.random.split(jax.random.fold_in(key, 2 * epoch + 1))
-        return (subsample_indices(k_train, num_train, num_train_samples),
-                subsample_indices(k_val, num_val, num_val_samples))
+        return accuracy_draws(key, epoch, num_train, num_val, num_train_samples,
+                              num_val_samples)
 
     return (jax.jit(run_epoch), jax.jit(device_batches, static_argnums=3), jax.jit(record),
             jax.jit(device_subsamples, static_argnums=(2, 3)))
@@ -347,11 +342,10 @@ class Solver:
             return self._prefetched.pop(tag)
         num_train = self.X_train.shape[0]
         if tag is not None:
-            words = host_random.fold_in(host_random.key_words(self.key), 2 * epoch)
-            batch_words = None if self.data_key is None else host_random.fold_in(
-                host_random.key_words(self.data_key), epoch)
-            drawn = host_random.epoch_batches(words, num_train, self.batch_size,
-                                              self.steps_per_epoch, batch_words)
+            data_words = (None if self.data_key is None
+                          else host_random.key_words(self.data_key))
+            drawn = host_random.epoch_draws(host_random.key_words(self.key), epoch, num_train,
+                                            self.batch_size, self.steps_per_epoch, data_words)
             if drawn is not None:
                 return drawn
         return self._device_batches(self.key, self.data_key, epoch, num_train)
@@ -365,10 +359,9 @@ class Solver:
         num_train, num_val = self.X_train.shape[0], self.X_val.shape[0]
         if tag is None:
             return self._device_subsamples(self.key, epoch, num_train, num_val)
-        words = host_random.fold_in(host_random.key_words(self.key), 2 * epoch + 1)
-        k_train, k_val = host_random.split(words)
-        return (host_random.subsample(k_train, num_train, self.num_train_samples),
-                host_random.subsample(k_val, num_val, self.num_val_samples))
+        return host_random.accuracy_draws(host_random.key_words(self.key), epoch, num_train,
+                                          num_val, self.num_train_samples,
+                                          self.num_val_samples)
 
     def _dispatch_epoch(self, state: TrainState, epoch: int, learning_rate: float):
         """Start ``epoch`` on the device and return its ``(state, losses)`` without waiting;

@@ -62,11 +62,11 @@ from jaxfc import host_random
 from jaxfc.optim import clip_by_global_norm, get_optimizer, set_hyperparams
 from jaxfc.training import (
     TrainState,
+    accuracy_draws,
     compiled_init,
-    epoch_batches,
+    epoch_draws,
     make_accuracy,
     make_epoch_on_batches,
-    subsample_indices,
     transpose_weights,
 )
 
@@ -523,17 +523,13 @@ class _Programs:
             return carry, train_acc, val_acc
 
         # The draws on the device, for keys the host cannot hash (what _Draws makes on the
-        # host): epoch e trains with fold_in(key, 2e), the accuracies after it subsample with
-        # split(fold_in(key, 2e + 1)).
-        def device_batches(key, e, batch_key, num_train):
-            indices, step_keys = epoch_batches(jax.random.fold_in(key, 2 * e), num_train,
-                                               batch_size, steps_per_epoch, batch_key)
-            return indices, jax.random.key_data(step_keys)
+        # host), with the Solver's key schedule.
+        def device_batches(key, e, data_key, num_train):
+            return epoch_draws(key, e, num_train, batch_size, steps_per_epoch, data_key)
 
         def device_subsamples(key, e, num_train, num_val):
-            k_train, k_val = jax.random.split(jax.random.fold_in(key, 2 * e + 1))
-            return (subsample_indices(k_train, num_train, num_train_samples),
-                    subsample_indices(k_val, num_val, num_val_samples))
+            return accuracy_draws(key, e, num_train, num_val, num_train_samples,
+                                  num_val_samples)
 
         donated = (0,) if donate else ()
         self.init = jax.jit(jax.vmap(init))
@@ -624,19 +620,18 @@ class _Draws:
         """``(indices, step_key_data)`` of epoch ``e`` for the models with these seeds:
         indices (K, steps, batch) or, shared, (steps, batch); key data (K, steps, 2)."""
         if not self.on_host:
-            batch_key = None if self.data_key is None else jax.random.fold_in(self.data_key, e)
             indices, step_keys = self.programs.device_batches(carry_keys, jnp.int32(e),
-                                                              batch_key, self.num_train)
+                                                              self.data_key, self.num_train)
             return (indices[0] if self.shared else indices), step_keys
-        words = [host_random.fold_in(self.run_words[seed], 2 * e) for seed in seeds]
-        step_keys = np.stack([host_random.dropout_keys(w, self.steps) for w in words])
+        # Shared minibatches: one permutation, drawn with the first model's.
+        drawn = [host_random.epoch_draws(self.run_words[seed], e, self.num_train,
+                                         self.batch_size, self.steps, self.data_words,
+                                         indices=k == 0 or not self.shared)
+                 for k, seed in enumerate(seeds)]
+        step_keys = np.stack([d[1] for d in drawn])
         if self.shared:
-            batch = host_random.fold_in(self.data_words, e)
-            return host_random.batch_indices(batch, self.num_train, self.batch_size,
-                                             self.steps), step_keys
-        indices = [host_random.batch_indices(host_random.split(w)[0], self.num_train,
-                                             self.batch_size, self.steps) for w in words]
-        return np.stack(indices), step_keys
+            return drawn[0][0], step_keys
+        return np.stack([d[0] for d in drawn]), step_keys
 
     def record(self, seeds, carry_keys, e):
         """The accuracy subsamples after ``e`` epochs: (train, val), each (K, samples) or
@@ -644,15 +639,11 @@ class _Draws:
         if not self.on_host:
             return self.programs.device_subsamples(carry_keys, jnp.int32(e), self.num_train,
                                                    self.num_val)
-        keys = [host_random.split(host_random.fold_in(self.run_words[seed], 2 * e + 1))
-                for seed in seeds]
-
-        def draw(i, n, num):
-            picks = [host_random.subsample(k[i], n, num) for k in keys]
-            return None if picks[0] is None else np.stack(picks)
-
-        return (draw(0, self.num_train, self.num_train_samples),
-                draw(1, self.num_val, self.num_val_samples))
+        drawn = [host_random.accuracy_draws(self.run_words[seed], e, self.num_train,
+                                            self.num_val, self.num_train_samples,
+                                            self.num_val_samples) for seed in seeds]
+        stack = lambda picks: None if picks[0] is None else np.stack(picks)
+        return stack([d[0] for d in drawn]), stack([d[1] for d in drawn])
 
 
 # ----------------------------------------------------------------------------- results

@@ -138,6 +138,30 @@ def epoch_batches(key: Array, num_train: int, batch_size: int, steps: int,
     return indices, jax.random.split(dropout_key, steps)
 
 
+def epoch_draws(key: Array, epoch, num_train: int, batch_size: int, steps: int,
+                data_key: Array | None = None) -> tuple[Array, Array]:
+    """The random draws of epoch ``epoch`` (0-based) of a run keyed by ``key``, as the Solver
+    and sweeps make them: :func:`epoch_batches` of ``fold_in(key, 2 * epoch)``, the
+    minibatches from ``fold_in(data_key, epoch)`` when ``data_key`` is given. Returns the
+    indices and the dropout keys' data (uint32, (steps, 2) for Threefry keys);
+    :func:`jaxfc.host_random.epoch_draws` is the same on the host."""
+    batch_key = None if data_key is None else jax.random.fold_in(data_key, epoch)
+    indices, step_keys = epoch_batches(jax.random.fold_in(key, 2 * epoch), num_train,
+                                       batch_size, steps, batch_key)
+    return indices, jax.random.key_data(step_keys)
+
+
+def accuracy_draws(key: Array, epoch, num_train: int, num_val: int,
+                   num_train_samples: int | None, num_val_samples: int | None):
+    """The subsamples of the accuracy checks after ``epoch`` epochs of a run keyed by
+    ``key``: :func:`subsample_indices` of ``split(fold_in(key, 2 * epoch + 1))``, training
+    then validation (None: the whole set); :func:`jaxfc.host_random.accuracy_draws` is the
+    same on the host."""
+    k_train, k_val = jax.random.split(jax.random.fold_in(key, 2 * epoch + 1))
+    return (subsample_indices(k_train, num_train, num_train_samples),
+            subsample_indices(k_val, num_val, num_val_samples))
+
+
 def make_epoch_on_batches(
     model,
     optimizer: Optimizer,

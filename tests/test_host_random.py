@@ -8,7 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxfc import host_random
-from jaxfc.training import epoch_batches, random_permutation, subsample_indices
+from jaxfc.training import (
+    accuracy_draws,
+    epoch_batches,
+    epoch_draws,
+    random_permutation,
+    subsample_indices,
+)
 
 seeds = st.integers(0, 2**32 - 1)
 
@@ -82,3 +88,25 @@ def test_subsample_matches_the_device(n, num):
         assert host is None and device is None
     else:
         np.testing.assert_array_equal(host, device)
+
+
+@pytest.mark.parametrize("data_seed", [None, 4])
+def test_the_run_key_schedule_matches_the_device(data_seed):
+    """Epoch e trains with fold_in(key, 2e) (minibatches from fold_in(data_key, e) if
+    given), its accuracy checks subsample with split(fold_in(key, 2e + 1))."""
+    key = jax.random.key(21)
+    data_key = None if data_seed is None else jax.random.key(data_seed)
+    words = host_random.key_words(key)
+    data_words = None if data_key is None else host_random.key_words(data_key)
+    for epoch in (0, 3):
+        host = host_random.epoch_draws(words, epoch, 120, 25, 4, data_words)
+        device = epoch_draws(key, epoch, 120, 25, 4, data_key)
+        for h, d in zip(host, device, strict=True):
+            np.testing.assert_array_equal(h, d)
+        _, keys_only = host_random.epoch_draws(words, epoch, 120, 25, 4, data_words,
+                                               indices=False)
+        np.testing.assert_array_equal(keys_only, host[1])
+        h_train, h_val = host_random.accuracy_draws(words, epoch, 120, 30, 50, None)
+        d_train, d_val = accuracy_draws(key, epoch, 120, 30, 50, None)
+        np.testing.assert_array_equal(h_train, d_train)
+        assert h_val is None and d_val is None
