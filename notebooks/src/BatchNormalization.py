@@ -242,8 +242,9 @@ if ON_DIGITS:  # after two epochs the normalized nets are far ahead
 #
 # 8-layer networks trained from initial weight scales spanning four orders of magnitude,
 # with and without batch norm. Instead of building a Solver per run, we compile one epoch
-# (`make_train_epoch`, the program the Solver runs) per architecture and reuse it for every
-# weight scale: the scale only changes the initial parameters, not the program.
+# (`make_train_epoch`: the Solver's epoch, with its minibatches drawn in the program) per
+# architecture and reuse it for every weight scale: the scale only changes the initial
+# parameters, not the program.
 
 # %%
 weight_scales = np.logspace(-4, 0, 9)

@@ -206,8 +206,9 @@ report.assert_close(1e-3)
 # ### Training the two-layer net with the Solver
 #
 # `Solver(model, data, update_rule=..., optim_config=...)` takes the assignment's options.
-# Each epoch runs as one compiled program (`lax.scan` over minibatches drawn on the device),
-# so the Python loop only wakes up once per epoch. After `train()` the solver holds the best
+# Each epoch runs as one compiled program (`lax.scan` over minibatches gathered on the
+# device; their order is drawn on the host while the previous epoch runs), so the Python
+# loop only wakes up once per epoch. After `train()` the solver holds the best
 # parameters (by validation accuracy).
 
 # %%
