@@ -53,6 +53,13 @@ def supports(key) -> bool:
     )
 
 
+def supports_default_keys() -> bool:
+    """Whether :func:`supports` the keys ``jax.random.key(seed)`` makes (JAX's default
+    implementation is Threefry and partitionable), without making one."""
+    return (str(jax.config.jax_default_prng_impl) == "threefry2x32"
+            and bool(jax.config.jax_threefry_partitionable))
+
+
 def key_words(key) -> np.ndarray:
     """The raw data of a typed key, as a host ``uint32`` array of shape (2,)."""
     return np.asarray(jax.random.key_data(key), np.uint32).reshape(2)

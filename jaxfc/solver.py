@@ -307,7 +307,8 @@ class Solver:
         """``(run_key, train_state)``: ``split(root)`` gives the init and run keys, the
         state is in the kernel layout. Everything that can is done on the host: each eager
         JAX operation would compile a program of its own the first time."""
-        if key is None and isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32:
+        if (key is None and isinstance(seed, (int, np.integer)) and 0 <= seed < 2**32
+                and host_random.supports_default_keys()):
             init_words, run_words = host_random.split(host_random.seed_words(int(seed)))
             init_key, run_key = (jax.random.wrap_key_data(w) for w in (init_words, run_words))
         else:

@@ -606,7 +606,7 @@ class _Draws:
         self.batch_size, self.steps = batch_size, steps
         self.num_train_samples, self.num_val_samples = num_train_samples, num_val_samples
         in_range = lambda seed: seed is None or 0 <= seed < 2**32
-        self.on_host = (host_random.supports(jax.random.key(0))
+        self.on_host = (host_random.supports_default_keys()
                         and all(in_range(s) for s in [*seeds, data_seed])
                         and steps * batch_size <= num_train)
         self.data_key = jax.random.key(data_seed) if shared_batches else None

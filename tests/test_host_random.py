@@ -110,3 +110,10 @@ def test_the_run_key_schedule_matches_the_device(data_seed):
         d_train, d_val = accuracy_draws(key, epoch, 120, 30, 50, None)
         np.testing.assert_array_equal(h_train, d_train)
         assert h_val is None and d_val is None
+
+
+def test_default_keys_supported_only_for_partitionable_threefry():
+    assert host_random.supports_default_keys()
+    with jax.threefry_partitionable(False):
+        assert not host_random.supports_default_keys()
+        assert not host_random.supports(jax.random.key(0))

@@ -291,6 +291,25 @@ def test_epoch_draws_on_the_host_equal_the_compiled_draws(data_seed):
         assert val_idx is None and device_val is None  # all 20
 
 
+@pytest.mark.parametrize("setting", ["rbg_default", "threefry_not_partitionable"])
+def test_solver_with_other_jax_random_settings_draws_on_the_device(setting):
+    """With keys the host cannot hash by default (another default implementation, or
+    Threefry without partitionable derivations) the Solver splits its seed and draws its
+    epochs with compiled programs, reproducibly."""
+    context = (jax.default_prng_impl("rbg") if setting == "rbg_default"
+               else jax.threefry_partitionable(False))
+    data, model = blobs(110, 20), _resume_model()
+    with context:
+        runs = [Solver(model, data, batch_size=25, num_epochs=2, seed=5, verbose=False)
+                for _ in range(2)]
+        indices, _ = runs[0]._epoch_inputs(0)
+        assert isinstance(indices, jax.Array) and indices.shape == (4, 25)
+        for solver in runs:
+            solver.train()
+    assert np.all(np.isfinite(runs[0].loss_history))
+    np.testing.assert_array_equal(runs[0].loss_history, runs[1].loss_history)
+
+
 def test_building_a_solver_compiles_nothing_once_its_model_is_known(compiled_programs):
     """Data placement, keys, the kernel layout and the optimizer state are all made on the
     host; only model.init runs compiled, once per model (each compilation is ~0.1 s of the

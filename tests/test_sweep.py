@@ -442,3 +442,15 @@ def test_initial_carry_on_the_host_equals_the_init_program():
         if jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key):
             a, b = jax.random.key_data(a), jax.random.key_data(b)
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6)
+
+
+def test_sweep_with_rbg_default_keys_draws_on_the_device_and_matches_the_solver(data):
+    import jax
+
+    with jax.default_prng_impl("rbg"):
+        result = sweep(MODEL, data, [{"learning_rate": 1e-2}], seeds=[3], **COMMON)
+        solver = _solver(MODEL, data, seed=3, optim_config={"learning_rate": 1e-2},
+                         **{k: v for k, v in COMMON.items() if k != "verbose"})
+    assert result.compilations["init"] == 1  # the compiled fallback start
+    np.testing.assert_allclose(result.loss_history[0], solver.loss_history, rtol=1e-4,
+                               atol=1e-6)
