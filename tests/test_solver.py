@@ -1,6 +1,7 @@
 """The Solver: histories, best parameters, learning rates, compiled epochs, NaN handling,
 checkpoints and resuming, data validation, and cs231n's recipes run unchanged."""
 
+import contextlib
 import re
 
 import jax
@@ -291,17 +292,20 @@ def test_epoch_draws_on_the_host_equal_the_compiled_draws(data_seed):
         assert val_idx is None and device_val is None  # all 20
 
 
-@pytest.mark.parametrize("setting", ["rbg_default", "threefry_not_partitionable"])
-def test_solver_with_other_jax_random_settings_draws_on_the_device(setting):
-    """With keys the host cannot hash by default (another default implementation, or
-    Threefry without partitionable derivations) the Solver splits its seed and draws its
-    epochs with compiled programs, reproducibly."""
-    context = (jax.default_prng_impl("rbg") if setting == "rbg_default"
-               else jax.threefry_partitionable(False))
+@pytest.mark.parametrize("setting", ["rbg_key", "rbg_default", "threefry_not_partitionable"])
+def test_keys_the_host_cannot_hash_train_with_draws_on_the_device(setting):
+    """An rbg key, another default implementation, or Threefry without partitionable
+    derivations: the Solver splits its seed and draws its epochs with compiled programs,
+    and two Solvers with the same seed or key train identically."""
+    kw = dict(batch_size=25, num_epochs=2, verbose=False)
+    if setting == "rbg_key":
+        context, kw["key"] = contextlib.nullcontext(), jax.random.key(4, impl="rbg")
+    else:
+        context, kw["seed"] = (jax.default_prng_impl("rbg") if setting == "rbg_default"
+                               else jax.threefry_partitionable(False)), 5
     data, model = blobs(110, 20), _resume_model()
     with context:
-        runs = [Solver(model, data, batch_size=25, num_epochs=2, seed=5, verbose=False)
-                for _ in range(2)]
+        runs = [Solver(model, data, **kw) for _ in range(2)]
         indices, _ = runs[0]._epoch_inputs(0)
         assert isinstance(indices, jax.Array) and indices.shape == (4, 25)
         for solver in runs:
@@ -324,20 +328,6 @@ def test_building_a_solver_compiles_nothing_once_its_model_is_known(compiled_pro
     assert compiled_programs == []
     assert_trees_differ(second.params, first.params)  # seed 2's own init
     assert_trees_equal(third.params, first.params)
-
-
-def test_keys_the_host_cannot_hash_train_with_draws_on_the_device():
-    """An rbg key (not Threefry): the epoch inputs come from the compiled draws, and two
-    Solvers with the same key train identically."""
-    data, model = blobs(110, 20), _resume_model()
-    runs = [Solver(model, data, batch_size=25, num_epochs=2, key=jax.random.key(4, impl="rbg"),
-                   verbose=False) for _ in range(2)]
-    indices, _ = runs[0]._epoch_inputs(0)
-    assert isinstance(indices, jax.Array) and indices.shape == (4, 25)
-    for solver in runs:
-        solver.train()
-    assert np.all(np.isfinite(runs[0].loss_history))
-    np.testing.assert_array_equal(runs[0].loss_history, runs[1].loss_history)
 
 
 def test_manual_and_autodiff_gradients_give_the_same_trajectory(x64):
