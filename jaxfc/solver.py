@@ -459,17 +459,6 @@ class Solver:
         program = _accuracy_program(model, None, batch_size, "model")
         return float(program(params, model_state, X, y, jax.random.key(0)))
 
-    def _record_inputs(self, epoch: int):
-        """The accuracy subsamples after ``epoch`` epochs (None: the whole set), drawn on
-        the host when the key allows it, else with the compiled ``device_subsamples``."""
-        num_train, num_val = self.X_train.shape[0], self.X_val.shape[0]
-        if not host_random.supports(self.key):
-            return self._device_subsamples(self.key, epoch, num_train, num_val)
-        words = host_random.fold_in(host_random.key_words(self.key), 2 * epoch + 1)
-        k_train, k_val = host_random.split(words)
-        return (host_random.subsample(k_train, num_train, self.num_train_samples),
-                host_random.subsample(k_val, num_val, self.num_val_samples))
-
     def _record_accuracy(self, epoch: int) -> tuple[float, float]:
         accuracies = self._record_fn(self._state.params, self._state.model_state, self.X_train,
                                      self.y_train, self.X_val, self.y_val,

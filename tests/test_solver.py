@@ -314,6 +314,21 @@ def test_keys_the_host_cannot_hash_train_with_draws_on_the_device(setting):
     np.testing.assert_array_equal(runs[0].loss_history, runs[1].loss_history)
 
 
+def test_draws_prefetched_during_an_epoch_are_the_ones_used_after_it():
+    """_dispatch_epoch draws the next accuracy subsamples and epoch inputs while the device
+    trains; the Solver then uses those (and they equal fresh draws)."""
+    solver = Solver(_resume_model(), blobs(110, 20), batch_size=25, num_train_samples=100,
+                    seed=9, verbose=False)
+    fresh_record, fresh_epoch = solver._record_inputs(1), solver._epoch_inputs(1)
+    solver._dispatch_epoch(solver._state, 0, 1e-3)
+    assert len(solver._prefetched) == 2
+    record, epoch_inputs = solver._record_inputs(1), solver._epoch_inputs(1)
+    assert solver._prefetched == {}  # both consumed, none drawn again
+    np.testing.assert_array_equal(record[0], fresh_record[0])
+    for a, b in zip(epoch_inputs, fresh_epoch, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_building_a_solver_compiles_nothing_once_its_model_is_known(compiled_programs):
     """Data placement, keys, the kernel layout and the optimizer state are all made on the
     host; only model.init runs compiled, once per model (each compilation is ~0.1 s of the
